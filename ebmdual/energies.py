@@ -1,0 +1,118 @@
+"""Energy models E_θ(x) as flax modules, and the adapter to a pure `energy_fn`.
+
+Every energy is used through one signature everywhere in ebmdual:
+
+    energy_fn(params, x) -> scalar        x: one unbatched sample, shape (d,)
+
+so losses, samplers and evaluation never see flax. `make_energy_fn(module)`
+turns a linen module whose `__call__` maps (d,) to a scalar into that function.
+
+Models
+------
+* `ShallowEnergy`: the paper's one-hidden-layer network on the sphere S^{d-1},
+
+      E(x) = (1/m) Σ_i c_i w_i σ(⟨θ_i, x⟩),   σ(u) = relu(u)^α,
+
+  neurons θ_i ∈ S^{d-1}, fixed output signs c_i ∈ {±1}, nonnegative weights w_i.
+  It is trained with Wasserstein–Fisher–Rao steps (`ebmdual.optim.wfr`) in the
+  `active` (feature-learning) regime, or with θ frozen in the `lazy`
+  (random-features) regime.
+* `MLPEnergy`: a swish MLP on R^d with a scalar output, for data in R^d.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+EnergyFn = Callable[..., jax.Array]
+
+
+def relu_power(u: jax.Array, alpha: float = 1.0) -> jax.Array:
+    """σ(u) = max(u, 0)^α (α = 1 is the ReLU)."""
+    r = jax.nn.relu(u)
+    return r if alpha == 1.0 else r**alpha
+
+
+def output_signs(num_neurons: int, num_positive: int) -> jax.Array:
+    """Fixed signs c: the first `num_positive` neurons +1, the rest −1. Shape (m,)."""
+    if not 0 <= num_positive <= num_neurons:
+        raise ValueError(f"num_positive={num_positive} must lie in [0, {num_neurons}]")
+    return jnp.where(jnp.arange(num_neurons) < num_positive, 1.0, -1.0)
+
+
+def shallow_energy(theta: jax.Array, signed_weights: jax.Array, x: jax.Array,
+                   alpha: float = 1.0) -> jax.Array:
+    """E(x) = mean_i s_i σ(⟨θ_i, x⟩) with s_i = c_i w_i.
+
+    Args:
+      theta: (m, d) neurons. signed_weights: (m,). x: (d,).
+    Returns: scalar.
+    """
+    return jnp.mean(signed_weights * relu_power(theta @ x, alpha))
+
+
+def sphere_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """Rows drawn uniformly on the unit sphere: normalised Gaussians. shape = (m, d)."""
+    z = jax.random.normal(key, shape, dtype)
+    return z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+
+
+class ShallowEnergy(nn.Module):
+    """E(x) = (1/m) Σ_i c_i w_i relu(⟨θ_i, x⟩)^α on S^{d-1}.
+
+    Parameters: `theta` (m, d) on the sphere, `w` (m,) ≥ 0 initialised to
+    `init_weight`. The signs c (first `num_positive` neurons +1, the others −1)
+    are constants, not parameters. Whether θ trains (active) or stays at its
+    random initialisation (lazy) is decided by the optimizer, see
+    `ebmdual.optim`.
+    """
+
+    num_neurons: int = 64
+    num_positive: int = 0
+    alpha: float = 1.0
+    init_weight: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        theta = self.param("theta", sphere_init, (self.num_neurons, d))
+        w = self.param("w", nn.initializers.constant(self.init_weight), (self.num_neurons,))
+        signs = output_signs(self.num_neurons, self.num_positive)
+        return shallow_energy(theta, signs * w, x, self.alpha)
+
+
+class MLPEnergy(nn.Module):
+    """E(x) = MLP(x) on R^d with swish activations and a scalar linear output."""
+
+    hidden_sizes: Sequence[int] = (128, 128)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x
+        for width in self.hidden_sizes:
+            h = nn.swish(nn.Dense(width)(h))
+        return nn.Dense(1)(h)[..., 0]
+
+
+def make_energy_fn(module: nn.Module) -> EnergyFn:
+    """energy_fn(params, x) = module.apply(params, x): x (d,) -> scalar."""
+
+    def energy_fn(params, x):
+        return module.apply(params, x)
+
+    return energy_fn
+
+
+def get_energy(config) -> nn.Module:
+    """The flax module named by `config.model.name` ('shallow' or 'mlp')."""
+    model = config.model
+    if model.name == "shallow":
+        return ShallowEnergy(num_neurons=model.num_neurons, num_positive=model.num_positive,
+                             alpha=model.alpha, init_weight=model.init_weight)
+    if model.name == "mlp":
+        return MLPEnergy(hidden_sizes=tuple(model.hidden_sizes))
+    raise ValueError(f"model.name={model.name!r}: expected one of 'shallow', 'mlp'")

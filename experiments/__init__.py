@@ -1,0 +1,1 @@
+"""Experiment harness: `python -m experiments.run --config=experiments/<task>.py`."""

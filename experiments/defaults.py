@@ -1,0 +1,67 @@
+"""The full config tree shared by every task; task files override what differs.
+
+Sections: data / model / optim / sampler / train / eval (score_sde style). Values
+that studies sweep (train.restart_prob, sampler.step_size, sampler.temperature,
+optim.*learning_rate, seed) become arrays of the compiled step, not constants.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = data = ml_collections.ConfigDict()
+    data.name = "teacher"            # teacher | mixture | eight_gaussians | rings | checkerboard
+    data.dim = 15
+    data.num_train = 10_000
+    data.num_test = 10_000
+    data.batch_size = 0              # 0: full batch every step
+    data.mixture_weights = [0.5, 0.5]
+    data.mixture_separation = 4.0
+    data.mixture_std = 0.5
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "shallow"           # shallow | mlp
+    model.regime = "active"          # active (feature learning) | lazy (θ frozen)
+    model.num_neurons = 64
+    model.num_positive = 32          # neurons with output sign +1; the others have −1
+    model.alpha = 1.0                # activation relu(u)^alpha
+    model.init_weight = 1.0
+    model.hidden_sizes = (128, 128)  # mlp only
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.name = "wfr"               # wfr (shallow only) | adam | sgd
+    optim.learning_rate = 1e-3       # adam / sgd
+    optim.feature_learning_rate = 0.2   # wfr: h_θ
+    optim.weight_learning_rate = 0.2    # wfr: h_w
+    optim.weight_cap = 10.0          # wfr: β, cap on mean(w)
+    optim.grad_clip = 0.0            # adam / sgd: global-norm clip, 0 = none
+
+    config.sampler = sampler = ml_collections.ConfigDict()
+    sampler.name = "ula"             # ula (projected on the sphere) | mala | hmc
+    sampler.num_particles = 20_000
+    sampler.step_size = 0.02         # h_x: x <- x - h ∇E + sqrt(2 h T) ξ
+    sampler.temperature = 1.0        # T: the particles target exp(-E/T)
+    sampler.num_steps = 1            # K sampler steps per train step
+    sampler.antithetic = True
+    sampler.num_integration_steps = 1  # hmc only
+
+    config.train = train = ml_collections.ConfigDict()
+    train.num_steps = 4000
+    train.loss = "ml"                # ml | sm | ssm | dsm | ksd
+    train.restart_prob = 1 / 40
+    train.restart_schedule = "random"   # random (i.i.d. per particle) | periodic (all, every 1/p steps)
+    train.restart_to = "data"        # data | noise
+    train.log_every = 100            # steps per compiled call and per metrics line
+    train.eval_every = 500
+    train.dsm_sigma = 0.1
+    train.ssm_num_projections = 1
+    train.ksd_kernel = "imq"
+    train.ksd_bandwidth = 1.0
+
+    config.eval = evaluation = ml_collections.ConfigDict()
+    evaluation.num_samples = 10_000  # teacher samples for importance-sampling KL
+    evaluation.grid_size = 100       # quadrature grid (S^2, 2-D)
+    return config
