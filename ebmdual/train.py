@@ -71,7 +71,8 @@ class Trainer(NamedTuple):
     init(key, data) -> TrainState (jitted, sharded).
     train_step(state, batch, key) -> (state, metrics) (pure, not jitted).
     train_loop(state, data) -> (state, metrics stacked over `num_steps`) (jitted, donates state).
-    energy_fn(params, x) -> scalar. mesh: the device mesh.
+    energy_fn(params, x) -> scalar. mesh: the device mesh. abstract_state: the
+    state's ShapeDtypeStructs with their shardings (for restoring checkpoints).
     """
 
     init: Callable
@@ -79,6 +80,7 @@ class Trainer(NamedTuple):
     train_loop: Callable
     energy_fn: Callable
     mesh: jax.sharding.Mesh
+    abstract_state: TrainState
 
 
 # ----------------------------------------------------------------------------- restart
@@ -175,7 +177,8 @@ def make_train_step(config, energy_fn, optimizer, manifold: str = "euclidean") -
 
     batch: (n, d). metrics: dict of float32 scalars (loss, energy_gap = mean E(particles)
     − mean E(data), grad_norm, restart_fraction, acceptance_rate, learning rates,
-    particle_step_size, temperature, time_scale_ratio = learning rate / h).
+    particle_step_size, temperature, time_scale_ratio = learning rate / h, and
+    finite = 1 when the loss, the new parameters and the particles are all finite).
     """
     sampler = get_sampler(config, energy_fn, manifold)
     objective = make_objective(config, energy_fn, manifold)
@@ -198,8 +201,9 @@ def make_train_step(config, energy_fn, optimizer, manifold: str = "euclidean") -
             energy_gap = (mean_energy(energy_fn, state.params, particles)
                           - mean_energy(energy_fn, state.params, batch))
         rates = learning_rates(state.opt_state)
+        finite = jnp.isfinite(loss) & all_finite(params) & all_finite(particles)
         metrics = dict(
-            loss=loss, energy_gap=energy_gap, grad_norm=optax.global_norm(grads),
+            loss=loss, finite=finite, energy_gap=energy_gap, grad_norm=optax.global_norm(grads),
             restart_fraction=restarted, acceptance_rate=info.acceptance_rate,
             particle_step_size=hp["particle_step_size"], temperature=hp["temperature"],
             restart_prob=hp["restart_prob"],
@@ -211,6 +215,11 @@ def make_train_step(config, energy_fn, optimizer, manifold: str = "euclidean") -
         return new_state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 
     return train_step
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every entry of every leaf of `tree` is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def make_batch_fn(batch_size: int | None) -> Callable:
@@ -334,6 +343,9 @@ def make_trainer(config, data_shape: tuple[int, ...], manifold: str = "euclidean
                            out_shardings=(shardings, replicated), donate_argnums=0),
         energy_fn=energy_fn,
         mesh=mesh,
+        abstract_state=jax.tree.map(
+            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+            abstract_state, shardings),
     )
 
 

@@ -60,6 +60,12 @@ def base_config() -> ml_collections.ConfigDict:
     train.ssm_num_projections = 1
     train.ksd_kernel = "imq"
     train.ksd_bandwidth = 1.0
+    train.checkpoint_every = 500     # steps between checkpoints (a multiple of log_every)
+    train.keep_checkpoints = 3       # newest checkpoints kept
+    train.on_divergence = "stop"     # stop | rollback (to the last good checkpoint, lower lr)
+    train.max_energy_gap = 1e4       # |mean E(particles) - mean E(data)| beyond this is divergence
+    train.rollback_lr_factor = 0.5   # learning rates are multiplied by this at each rollback
+    train.max_rollbacks = 3
 
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.num_samples = 10_000  # teacher samples for importance-sampling KL

@@ -1,0 +1,310 @@
+"""`train_and_evaluate(config, workdir)`: one run from a config to metrics, plots and a summary.
+
+Data flows one way: config → validation → data set → trainer (energy, sampler,
+optimizer, jitted loop) → state (restored from the newest checkpoint of the
+workdir, or `init(key)`) → chunks of `train.log_every` steps, each one compiled
+`lax.scan` call → metrics.jsonl (one line per chunk with its means; evaluation
+lines every `train.eval_every` steps) → checkpoints every
+`train.checkpoint_every` steps and at the end → plots → summary.json.
+
+Guarantees:
+* Resume is exact: a run interrupted at any checkpoint and started again gives
+  the same metrics and final state, bit for bit, as a run never interrupted
+  (batch and step keys are fold_in(seed key, step); metrics.jsonl is cut back
+  to the checkpoint's step).
+* SIGTERM / SIGINT: the current chunk finishes, a checkpoint is written, and
+  `Preempted` is raised with the command that resumes.
+* Divergence (a non-finite loss, parameter or particle, or |energy gap| >
+  `train.max_energy_gap`) raises `Diverged` naming the step, the quantity and
+  the last good checkpoint; with `train.on_divergence='rollback'` the run goes
+  back to that checkpoint, multiplies the learning rates by
+  `train.rollback_lr_factor` and continues, at most `train.max_rollbacks` times.
+  A diverged state is never checkpointed: the check precedes the save.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from ebmdual.checkpoint import Checkpointer
+from ebmdual.data import get_dataset
+from ebmdual.optim import learning_rates
+from ebmdual.train import make_trainer, put_data, with_hyperparams
+from experiments import plots
+from experiments.evaluate import evaluate_on_host, evaluation_box, make_evaluator, temperature_scaled
+from experiments.validation import validate_config
+
+PROGRESS_KEYS = ("loss", "energy_gap", "kl", "test_nll")
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "blackjax", "chex", "orbax-checkpoint",
+            "ml-collections", "tensorflow-datasets", "numpy", "ebmdual")
+
+
+class WorkdirError(RuntimeError):
+    """The workdir holds a run with another config (pass overwrite=True / --overwrite)."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was written. The message says how to resume."""
+
+
+class Diverged(RuntimeError):
+    """Training diverged (and could not, or was not allowed to, roll back)."""
+
+
+# ----------------------------------------------------------------------------- workdir
+
+def config_json(config) -> str:
+    return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def run_info() -> dict:
+    """Package versions, Python, devices and the git commit of the code that runs."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except OSError:
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"packages": versions, "python": sys.version.split()[0],
+            "devices": [str(d) for d in jax.devices()],
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": None if status is None else bool(status)}
+
+
+def prepare_workdir(workdir: Path, config, overwrite: bool) -> None:
+    """Create `workdir`; refuse one whose stored config differs, unless `overwrite`.
+
+    With overwrite the old run is moved to <workdir>.old-<timestamp>, not deleted.
+    Writes config.json and run_info.json.
+    """
+    stored = workdir / "config.json"
+    if stored.exists() and stored.read_text() != config_json(config):
+        if not overwrite:
+            raise WorkdirError(f"{workdir} holds a run with a different config (see {stored}); "
+                               "pass --overwrite to move it aside and start afresh, or choose "
+                               "another --workdir")
+        aside = workdir.with_name(f"{workdir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(workdir), str(aside))
+        print(f"moved the previous run aside to {aside}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    stored.write_text(config_json(config))
+    (workdir / "run_info.json").write_text(json.dumps(run_info(), indent=2))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+class MetricsLog:
+    """JSON lines in `path`, flushed on every write, also kept in memory for plots."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def rows_of(self, kind: str) -> list[dict]:
+        return [r for r in self.rows if r["kind"] == kind]
+
+    def truncate(self, step: int) -> None:
+        """Keep the lines up to `step` (and every rollback record), on disk too."""
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        self.rows = [r for r in map(json.loads, lines) if r["step"] <= step or r["kind"] == "rollback"]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+
+def chunk_means(metrics: dict, step: int) -> dict:
+    """Stacked (chunk,) metrics -> their means as floats, with the step reached."""
+    return {"kind": "train", "step": step,
+            **{k: float(np.mean(v)) for k, v in metrics.items()}}
+
+
+def find_divergence(metrics: dict, first_step: int, max_energy_gap: float):
+    """(step, quantity, value) of the first diverged step of a chunk, or None.
+
+    metrics: host arrays of shape (chunk,); first_step: the step of metrics[...][0] (1-based).
+    """
+    finite = np.asarray(metrics["finite"]) > 0
+    gap = np.asarray(metrics["energy_gap"])
+    bad = ~finite | ~(np.abs(gap) <= max_energy_gap)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    if not finite[i]:
+        quantity = "loss" if not np.isfinite(metrics["loss"][i]) else "parameters or particles"
+        return first_step + i, f"non-finite {quantity}", float(metrics["loss"][i])
+    return first_step + i, f"|energy gap| > train.max_energy_gap={max_energy_gap:g}", float(gap[i])
+
+
+# ----------------------------------------------------------------------------- signals
+
+class PreemptionFlag:
+    """Context manager: SIGTERM and SIGINT set `.raised` instead of killing the process."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.raised = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        del frame
+        self.raised = signal.Signals(signum).name
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+# ----------------------------------------------------------------------------- plots
+
+def save_plots(dataset, trainer, state, log: MetricsLog, workdir: Path) -> None:
+    """metrics.png, and samples.png for 2-D and S^2 tasks."""
+    plots.plot_metrics(log.rows_of("train"), log.rows_of("eval"), str(workdir / "metrics.png"))
+    model = temperature_scaled(trainer.energy_fn)
+    params = (state.params, float(jax.device_get(state.hparams["temperature"])))
+    dim = dataset.train.shape[-1]
+    particles = jax.device_get(state.particles)
+    if dataset.manifold == "sphere" and dim == 3:
+        plots.plot_samples_sphere(model, params, dataset.target_energy_fn,
+                                  dataset.target_params, dataset.train, particles,
+                                  str(workdir / "samples.png"))
+    elif dataset.manifold == "euclidean" and dim == 2:
+        plots.plot_samples_2d(model, params, dataset.train, particles,
+                              evaluation_box(dataset), str(workdir / "samples.png"))
+
+
+# ----------------------------------------------------------------------------- run
+
+def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool = False,
+                       resume_hint: str | None = None) -> dict:
+    """Train the configured model in `workdir` (resuming if it holds a checkpoint).
+
+    Returns the summary, also written to summary.json. Raises ConfigError,
+    WorkdirError, Preempted or Diverged with a one-paragraph message;
+    `resume_hint` is the command that Preempted tells the user to run.
+    """
+    validate_config(config, num_devices=jax.device_count())
+    workdir = Path(workdir)
+    prepare_workdir(workdir, config, overwrite)
+    train_cfg = config.train
+    data_key, run_key = jax.random.split(jax.random.key(config.seed))
+    dataset = get_dataset(config, data_key)
+    trainer = make_trainer(config, dataset.train.shape, dataset.manifold)
+    data = put_data(dataset.train, trainer)
+    evaluate = make_evaluator(config, dataset, trainer.energy_fn)
+    log = MetricsLog(workdir / "metrics.jsonl")
+    checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
+
+    def save(state, step, lr_scale, rollbacks):
+        checkpoints.save(step, state, {"lr_scale": lr_scale, "rollbacks": rollbacks})
+
+    restored = checkpoints.restore_latest(trainer.abstract_state)
+    if restored is None:
+        state, lr_scale, rollbacks = trainer.init(run_key, data), 1.0, 0
+        log.truncate(-1)
+        log.write({"kind": "eval", "step": 0, **evaluate_on_host(evaluate, state)})
+        save(state, 0, lr_scale, rollbacks)
+    else:
+        state = restored.state
+        lr_scale, rollbacks = restored.metadata["lr_scale"], restored.metadata["rollbacks"]
+        log.truncate(restored.step)
+        print(f"resuming {workdir} from the checkpoint at step {restored.step}")
+
+    num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
+    step = first_step = int(jax.device_get(state.step))
+    start, latest = time.perf_counter(), {}
+    with PreemptionFlag() as preemption, tqdm(total=num_steps, initial=step, desc="train",
+                                               unit="step", disable=not progress) as bar:
+        while step < num_steps:
+            state, metrics = trainer.train_loop(state, data)
+            metrics = jax.device_get(metrics)
+            diverged = find_divergence(metrics, step + 1, train_cfg.max_energy_gap)
+            if diverged is not None:
+                bad_step, quantity, value = diverged
+                last_good = checkpoints.steps()[-1]
+                if train_cfg.on_divergence != "rollback" or rollbacks >= train_cfg.max_rollbacks:
+                    why = ("" if train_cfg.on_divergence != "rollback"
+                           else f" after {rollbacks} rollbacks (train.max_rollbacks)")
+                    raise Diverged(f"training diverged at step {bad_step}: {quantity} "
+                                   f"(value {value:.4g}){why}. Last good checkpoint: step "
+                                   f"{last_good} in {checkpoints.directory}. Try a smaller "
+                                   "learning rate, or --config.train.on_divergence=rollback.")
+                restored = checkpoints.restore(last_good, trainer.abstract_state)
+                rollbacks += 1
+                new_scale = lr_scale * train_cfg.rollback_lr_factor
+                factor = new_scale / restored.metadata["lr_scale"]
+                rates = learning_rates(restored.state.opt_state)
+                state = with_hyperparams(restored.state, **{k: v * factor for k, v in rates.items()})
+                lr_scale, step = new_scale, last_good
+                log.truncate(step)
+                log.write({"kind": "rollback", "step": bad_step, "quantity": quantity,
+                           "value": value, "restored_step": last_good, "lr_scale": lr_scale})
+                print(f"step {bad_step}: {quantity} (value {value:.4g}); rolled back to step "
+                      f"{last_good} with learning rates x{lr_scale:g} "
+                      f"(rollback {rollbacks} of at most {train_cfg.max_rollbacks})")
+                bar.reset(total=num_steps)
+                bar.update(step)
+                continue
+            step += chunk
+            row = chunk_means(metrics, step)
+            log.write(row)
+            latest.update(row)
+            if step % train_cfg.eval_every == 0 or step >= num_steps:
+                evaluated = {"kind": "eval", "step": step, **evaluate_on_host(evaluate, state)}
+                log.write(evaluated)
+                latest.update(evaluated)
+            if step % train_cfg.checkpoint_every == 0 or step >= num_steps or preemption.raised:
+                save(state, step, lr_scale, rollbacks)
+            bar.update(chunk)
+            bar.set_postfix({k: f"{latest[k]:.4g}" for k in PROGRESS_KEYS if k in latest})
+            if preemption.raised and step < num_steps:
+                checkpoints.close()
+                raise Preempted(f"{preemption.raised} received: saved a checkpoint at step {step} "
+                                f"of {num_steps}. Resume with: "
+                                f"{resume_hint or 'the same call on workdir ' + str(workdir)}")
+    seconds = time.perf_counter() - start
+    checkpoints.close()
+
+    save_plots(dataset, trainer, state, log, workdir)
+    evals = log.rows_of("eval")
+    summary = {
+        "steps": step, "seconds_this_session": seconds,
+        "steps_per_second_this_session": (step - first_step) / seconds if step > first_step else None,
+        "temperature": float(jax.device_get(state.hparams["temperature"])),
+        "devices": f"{trainer.mesh.size} x {jax.devices()[0].platform}",
+        "rollbacks": rollbacks, "lr_scale": lr_scale,
+        "initial": evals[0], "final": evals[-1],
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

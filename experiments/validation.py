@@ -1,0 +1,143 @@
+"""Config validation, before anything is built or compiled.
+
+`validate_config(config, num_devices)` raises `ConfigError` whose message has one
+line per problem: "config.<key>=<value>: <what is allowed>". `experiments.run`
+prints it and exits with status 2, without a traceback.
+
+Allowed names come from the modules that implement them (one source of truth).
+"""
+
+from __future__ import annotations
+
+from ebmdual.data.synthetic import DATASET_NAMES
+from ebmdual.optim import OPTIMIZERS, REGIMES
+from ebmdual.samplers import SAMPLERS
+from ebmdual.train import OBJECTIVES, RESTART_SCHEDULES, RESTART_TARGETS, SPHERE_OBJECTIVES
+
+MODELS = ("shallow", "mlp")
+SPHERE_DATASETS = ("teacher",)
+TOY_DATASETS = ("eight_gaussians", "rings", "checkerboard")
+DIVERGENCE_ACTIONS = ("stop", "rollback")
+KSD_KERNELS = ("imq", "rbf")
+
+
+class ConfigError(ValueError):
+    """One line per invalid config entry."""
+
+
+def _problems(config, num_devices: int):
+    """Yield (key, value, what is allowed) for every invalid entry."""
+    data, model, optim = config.data, config.model, config.optim
+    sampler, train, evaluation = config.sampler, config.train, config.eval
+
+    def need(ok, key, value, allowed):
+        return None if ok else (key, value, allowed)
+
+    def positive(key, value):
+        return need(isinstance(value, (int, float)) and value > 0, key, value, "a number > 0")
+
+    def count(key, value, minimum=1):
+        return need(isinstance(value, int) and value >= minimum, key, value,
+                    f"an integer >= {minimum}")
+
+    def one_of(key, value, allowed):
+        return need(value in allowed, key, value, f"one of {', '.join(map(str, allowed))}")
+
+    yield count("seed", config.seed, 0)
+    yield one_of("data.name", data.name, DATASET_NAMES)
+    yield count("data.dim", data.dim, 2)
+    if data.name in TOY_DATASETS:
+        yield need(data.dim == 2, "data.dim", data.dim, f"2 for the 2-D data set {data.name!r}")
+    yield count("data.num_train", data.num_train, 2)
+    yield count("data.num_test", data.num_test, 1)
+    yield need(isinstance(data.batch_size, int) and 0 <= data.batch_size <= data.num_train,
+               "data.batch_size", data.batch_size,
+               f"0 (full batch) or an integer in [1, data.num_train={data.num_train}]")
+    if data.name == "mixture":
+        weights = list(data.mixture_weights)
+        yield need(len(weights) >= 1 and all(w >= 0 for w in weights) and sum(weights) > 0,
+                   "data.mixture_weights", weights, "a non-empty list of weights >= 0, sum > 0")
+        yield positive("data.mixture_separation", data.mixture_separation)
+    if data.name in ("mixture", "eight_gaussians"):
+        yield positive("data.mixture_std", data.mixture_std)
+
+    on_sphere = data.name in SPHERE_DATASETS
+    yield one_of("model.name", model.name, MODELS)
+    if model.name == "shallow":
+        yield need(on_sphere, "model.name", model.name,
+                   f"'mlp' for data in R^d ({data.name!r}); 'shallow' needs data on the sphere")
+        yield count("model.num_neurons", model.num_neurons)
+        yield need(isinstance(model.num_positive, int)
+                   and 0 <= model.num_positive <= model.num_neurons,
+                   "model.num_positive", model.num_positive,
+                   f"an integer in [0, model.num_neurons={model.num_neurons}]")
+        yield positive("model.alpha", model.alpha)
+        yield positive("model.init_weight", model.init_weight)
+    if model.name == "mlp":
+        sizes = list(model.hidden_sizes)
+        yield need(len(sizes) >= 1 and all(isinstance(s, int) and s >= 1 for s in sizes),
+                   "model.hidden_sizes", tuple(sizes), "a non-empty list of integers >= 1")
+    yield one_of("model.regime", model.regime, REGIMES)
+
+    yield one_of("optim.name", optim.name, OPTIMIZERS)
+    if optim.name == "wfr":
+        yield need(model.name == "shallow", "optim.name", optim.name,
+                   f"'adam' or 'sgd' for model.name={model.name!r}; 'wfr' needs 'shallow'")
+        yield positive("optim.feature_learning_rate", optim.feature_learning_rate)
+        yield positive("optim.weight_learning_rate", optim.weight_learning_rate)
+        yield need(optim.weight_cap is None or optim.weight_cap > 0, "optim.weight_cap",
+                   optim.weight_cap, "None (no cap) or a number > 0")
+    else:
+        yield positive("optim.learning_rate", optim.learning_rate)
+    yield need(optim.grad_clip >= 0, "optim.grad_clip", optim.grad_clip, "0 (off) or a number > 0")
+
+    yield one_of("sampler.name", sampler.name, SAMPLERS)
+    if on_sphere:
+        yield need(sampler.name == "ula", "sampler.name", sampler.name,
+                   "'ula' (projected Langevin) for data on the sphere")
+    yield count("sampler.num_particles", sampler.num_particles)
+    yield need(sampler.num_particles % num_devices == 0, "sampler.num_particles",
+               sampler.num_particles, f"a multiple of the device count {num_devices}")
+    if sampler.antithetic:
+        yield need(sampler.name == "ula", "sampler.antithetic", sampler.antithetic,
+                   f"False for sampler.name={sampler.name!r} (antithetic pairs are ULA only)")
+        yield need(sampler.num_particles % 2 == 0, "sampler.num_particles",
+                   sampler.num_particles, "an even number with sampler.antithetic=True")
+    yield positive("sampler.step_size", sampler.step_size)
+    yield positive("sampler.temperature", sampler.temperature)
+    yield count("sampler.num_steps", sampler.num_steps)
+    yield count("sampler.num_integration_steps", sampler.num_integration_steps)
+
+    yield one_of("train.loss", train.loss, SPHERE_OBJECTIVES if on_sphere else OBJECTIVES)
+    yield need(0 <= train.restart_prob <= 1, "train.restart_prob", train.restart_prob,
+               "a probability in [0, 1]")
+    yield one_of("train.restart_schedule", train.restart_schedule, RESTART_SCHEDULES)
+    yield one_of("train.restart_to", train.restart_to, RESTART_TARGETS)
+    yield count("train.num_steps", train.num_steps)
+    yield count("train.log_every", train.log_every)
+    if isinstance(train.log_every, int) and train.log_every >= 1:
+        for key in ("num_steps", "eval_every", "checkpoint_every"):
+            value = train[key]
+            yield need(isinstance(value, int) and value >= 1 and value % train.log_every == 0,
+                       f"train.{key}", value,
+                       f"a positive multiple of train.log_every={train.log_every}")
+    yield count("train.keep_checkpoints", train.keep_checkpoints)
+    yield positive("train.dsm_sigma", train.dsm_sigma)
+    yield count("train.ssm_num_projections", train.ssm_num_projections)
+    yield one_of("train.ksd_kernel", train.ksd_kernel, KSD_KERNELS)
+    yield positive("train.ksd_bandwidth", train.ksd_bandwidth)
+    yield one_of("train.on_divergence", train.on_divergence, DIVERGENCE_ACTIONS)
+    yield positive("train.max_energy_gap", train.max_energy_gap)
+    yield need(0 < train.rollback_lr_factor < 1, "train.rollback_lr_factor",
+               train.rollback_lr_factor, "a factor in (0, 1)")
+    yield count("train.max_rollbacks", train.max_rollbacks, 0)
+    yield count("eval.grid_size", evaluation.grid_size, 10)
+    yield count("eval.num_samples", evaluation.num_samples)
+
+
+def validate_config(config, num_devices: int = 1) -> None:
+    """Raise ConfigError listing every invalid entry, one line each."""
+    lines = [f"config.{key}={value!r}: expected {allowed}"
+             for key, value, allowed in filter(None, _problems(config, num_devices))]
+    if lines:
+        raise ConfigError("\n".join(dict.fromkeys(lines)))
