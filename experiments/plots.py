@@ -25,11 +25,11 @@ def plot_metrics(train_rows: list[dict], eval_rows: list[dict], path: str) -> No
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        source = [r for r in (train_rows if any(name in r for r in train_rows) else eval_rows)
-                  if name in r]
+        from_train = any(name in r for r in train_rows)
+        source = [r for r in (train_rows if from_train else eval_rows) if name in r]
         steps, values = [r["step"] for r in source], [r[name] for r in source]
         ax.plot(steps, values, marker="." if len(steps) < 50 else None)
-        if source is not train_rows and all(v > 0 for v in values):
+        if not from_train and all(v > 0 for v in values):
             ax.set_yscale("log")
         ax.set_title(name)
         ax.set_xlabel("step")
