@@ -203,7 +203,7 @@ def make_train_step(config, energy_fn, optimizer, manifold: str = "euclidean") -
         rates = learning_rates(state.opt_state)
         finite = jnp.isfinite(loss) & all_finite(params) & all_finite(particles)
         metrics = dict(
-            loss=loss, finite=finite, energy_gap=energy_gap, grad_norm=optax.global_norm(grads),
+            loss=loss, finite=finite, energy_gap=energy_gap, grad_norm=optax.tree.norm(grads),
             restart_fraction=restarted, acceptance_rate=info.acceptance_rate,
             particle_step_size=hp["particle_step_size"], temperature=hp["temperature"],
             restart_prob=hp["restart_prob"],

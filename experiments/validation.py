@@ -115,12 +115,13 @@ def _problems(config, num_devices: int):
     yield one_of("train.restart_to", train.restart_to, RESTART_TARGETS)
     yield count("train.num_steps", train.num_steps)
     yield count("train.log_every", train.log_every)
-    if isinstance(train.log_every, int) and train.log_every >= 1:
-        for key in ("num_steps", "eval_every", "checkpoint_every"):
-            value = train[key]
-            yield need(isinstance(value, int) and value >= 1 and value % train.log_every == 0,
-                       f"train.{key}", value,
-                       f"a positive multiple of train.log_every={train.log_every}")
+    yield count("train.eval_every", train.eval_every)
+    yield count("train.checkpoint_every", train.checkpoint_every)
+    chunked = {k: train[k] for k in ("num_steps", "eval_every", "checkpoint_every")}
+    if all(isinstance(v, int) and v >= 1 for v in (train.log_every, *chunked.values())):
+        yield need(all(v % train.log_every == 0 for v in chunked.values()), "train.log_every",
+                   train.log_every, "a common divisor of "
+                   + ", ".join(f"train.{k}={v}" for k, v in chunked.items()))
     yield count("train.keep_checkpoints", train.keep_checkpoints)
     yield positive("train.dsm_sigma", train.dsm_sigma)
     yield count("train.ssm_num_projections", train.ssm_num_projections)

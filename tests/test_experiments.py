@@ -1,0 +1,260 @@
+"""End-to-end runs of every config, and the guarantees of the harness (issue: runs that survive).
+
+Runs are tiny (tens of steps, hundreds of points) so that the whole file stays
+within a couple of minutes on 2 CPU cores; the subprocess tests pay one JAX
+start-up each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from ebmdual.checkpoint import Checkpointer
+from experiments import mixture2d, sphere3d, teacher
+from experiments.harness import Diverged, WorkdirError, train_and_evaluate
+from experiments.validation import ConfigError, validate_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny(config, num_steps=40):
+    """Shrink any task config to a few seconds of work (sizes divisible by 4 devices)."""
+    config.data.num_train = 256
+    config.data.num_test = 256
+    config.sampler.num_particles = 256
+    config.train.num_steps = num_steps
+    config.train.log_every = 10
+    config.train.eval_every = 20
+    config.train.checkpoint_every = 20
+    config.eval.grid_size = 24
+    if config.model.name == "shallow":
+        config.model.num_neurons = 16
+        config.model.num_positive = min(config.model.num_positive, 8)
+    else:
+        config.data.batch_size = 64
+        config.model.hidden_sizes = (16, 16)
+    return config
+
+
+def run(config, workdir, **kwargs):
+    return train_and_evaluate(config, workdir, progress=False, **kwargs)
+
+
+def read_lines(workdir):
+    return (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+
+
+def final_state(workdir, config):
+    """The newest checkpoint's state as host arrays (restored without a template)."""
+    checkpoints = Checkpointer(Path(workdir) / "checkpoints")
+    step = checkpoints.steps()[-1]
+    import orbax.checkpoint as ocp
+    restored = checkpoints._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+    def to_host(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        return np.asarray(leaf)
+
+    return step, jax.tree.map(to_host, restored.state)
+
+
+@pytest.mark.parametrize("module", [teacher, sphere3d, mixture2d], ids=lambda m: m.__name__)
+def test_every_config_runs_end_to_end(module, tmp_path):
+    config = tiny(module.get_config())
+    summary = run(config, tmp_path / "run")
+    assert summary["steps"] == config.train.num_steps
+    for name in ("config.json", "run_info.json", "metrics.jsonl", "metrics.png", "summary.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    final = summary["final"]
+    assert all(np.isfinite(v) for k, v in final.items() if k != "kind")
+    if module is not teacher:  # 2-D and S^2 tasks also draw their samples
+        assert (tmp_path / "run" / "samples.png").exists()
+    if module is mixture2d:
+        # 40 steps do not confine the MLP's mass to the box, so only consistency is checked:
+        # the grid masses are a probability vector over the modes.
+        assert 0 <= final["edge_mass"] <= 1
+        assert final["mode_mass_0"] + final["mode_mass_1"] == pytest.approx(1, abs=1e-4)
+    else:
+        assert final["kl"] >= -1e-3  # KL ≥ 0 up to quadrature / Monte-Carlo error
+
+
+def test_default_teacher_kl_falls(tmp_path):
+    """A short full-size-model run of the default config lowers KL(p*‖p_θ) markedly."""
+    config = teacher.get_config()
+    config.data.num_train, config.data.num_test = 2000, 4000
+    config.sampler.num_particles = 4000
+    config.train.num_steps = config.train.eval_every = config.train.checkpoint_every = 300
+    summary = run(config, tmp_path / "run")
+    # The initial KL is ~1.1 with a standard error ~1e-2; halving it is far beyond noise.
+    assert summary["final"]["kl"] < 0.5 * summary["initial"]["kl"]
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    """Interrupt after k steps (drop the later checkpoints), resume, compare with a straight run."""
+    config = tiny(sphere3d.get_config(), num_steps=60)
+    config.train.keep_checkpoints = 10
+    straight = tmp_path / "straight"
+    run(config, straight)
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(straight, interrupted)
+    for step in (40, 60):
+        shutil.rmtree(interrupted / "checkpoints" / str(step))
+    (interrupted / "summary.json").unlink()
+    run(config, interrupted)
+    assert read_lines(interrupted) == read_lines(straight)
+    step_a, state_a = final_state(straight, config)
+    step_b, state_b = final_state(interrupted, config)
+    assert step_a == step_b == 60
+    jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+
+
+def test_damaged_newest_checkpoint_falls_back(tmp_path):
+    config = tiny(sphere3d.get_config())
+    workdir = tmp_path / "run"
+    run(config, workdir)
+    checkpoints = workdir / "checkpoints"
+    # A half-copied newer step (no data files) and an unfinished orbax temporary directory.
+    (checkpoints / "1000").mkdir()
+    (checkpoints / "1000" / "_CHECKPOINT_METADATA").write_text("{")
+    (checkpoints / "2000.orbax-checkpoint-tmp-123").mkdir()
+    assert 2000 not in Checkpointer(checkpoints).steps()
+    summary = run(config, workdir)  # resumes from step 40, the newest readable one
+    assert summary["steps"] == 40
+
+
+def test_divergence_stops_with_step_and_checkpoint(tmp_path):
+    config = tiny(mixture2d.get_config())
+    config.optim.learning_rate = 1e4
+    with pytest.raises(Diverged, match=r"diverged at step \d+: .*Last good checkpoint: step \d+"):
+        run(config, tmp_path / "run")
+
+
+def test_divergence_rollback_finishes(tmp_path):
+    config = tiny(mixture2d.get_config())
+    config.optim.learning_rate = 1e4
+    config.train.on_divergence = "rollback"
+    config.train.rollback_lr_factor = 1e-6
+    summary = run(config, tmp_path / "run")
+    assert summary["steps"] == config.train.num_steps and summary["rollbacks"] >= 1
+    rollbacks = [json.loads(line) for line in read_lines(tmp_path / "run") if '"rollback"' in line]
+    assert len(rollbacks) == summary["rollbacks"]
+    assert rollbacks[-1]["lr_scale"] == pytest.approx(1e-6 ** summary["rollbacks"])
+
+
+def test_workdir_with_other_config_is_refused_then_moved_aside(tmp_path):
+    config = tiny(sphere3d.get_config(), num_steps=20)
+    run(config, tmp_path / "run")
+    config.train.restart_prob = 0.5
+    with pytest.raises(WorkdirError, match="--overwrite"):
+        run(config, tmp_path / "run")
+    run(config, tmp_path / "run", overwrite=True)
+    assert len(list(tmp_path.glob("run.old-*"))) == 1
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["packages"]["jax"] == jax.__version__ and "git_commit" in info
+
+
+def _invalid(**changes):
+    config = tiny(teacher.get_config())
+    with config.unlocked():
+        for key, value in changes.items():
+            section, name = key.split(".")
+            config[section][name] = value
+    return config
+
+
+INVALID = {
+    "train.restart_prob": 1.5,
+    "sampler.step_size": -0.1,
+    "sampler.temperature": 0.0,
+    "sampler.num_particles": 255,
+    "sampler.name": "langevin",
+    "train.loss": "nce",
+    "model.name": "transformer",
+    "data.name": "imagenet64",
+    "model.num_positive": 99,
+    "data.batch_size": 10**6,
+    "train.restart_schedule": "sometimes",
+    "train.restart_to": "prior",
+    "train.on_divergence": "ignore",
+    "train.rollback_lr_factor": 2.0,
+    "train.log_every": 7,
+    "optim.name": "lbfgs",
+    "model.regime": "mean-field",
+    "sampler.num_steps": 0,
+    "data.dim": 1,
+}
+
+
+@pytest.mark.parametrize("key", sorted(INVALID))
+def test_invalid_config_gives_one_line(key):
+    with pytest.raises(ConfigError) as error:
+        validate_config(_invalid(**{key: INVALID[key]}), num_devices=4)
+    message = str(error.value)
+    assert key in message and str(INVALID[key]) in message
+    assert any(line.startswith(f"config.{key}=") for line in message.splitlines())
+
+
+def test_shape_mismatch_is_refused():
+    config = tiny(mixture2d.get_config())
+    config.model.name = "shallow"  # the shallow energy needs data on the sphere
+    with pytest.raises(ConfigError, match="config.model.name='shallow'"):
+        validate_config(config, num_devices=1)
+
+
+def _python(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_cli_invalid_config_exits_2_without_traceback(tmp_path):
+    result = _python(["--config=experiments/teacher.py", "--config.train.restart_prob=1.5",
+                      f"--workdir={tmp_path / 'run'}"])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: config.train.restart_prob=1.5: expected a probability in [0, 1]"]
+
+
+def test_sigterm_saves_checkpoint_and_resume_matches_straight_run(tmp_path):
+    """SIGTERM mid-run → checkpoint + clean exit; the resumed run equals a straight one."""
+    args = ["--config=experiments/sphere3d.py", "--config.train.num_steps=3000",
+            "--config.train.log_every=10", "--config.train.eval_every=1000",
+            "--config.train.checkpoint_every=1000", "--config.data.num_train=256",
+            "--config.data.num_test=256", "--config.sampler.num_particles=256",
+            "--config.eval.grid_size=24"]
+    workdir = tmp_path / "interrupted"
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    process = subprocess.Popen([sys.executable, "-m", "experiments.run", *args,
+                                f"--workdir={workdir}"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and '"train"' in metrics.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM received: saved a checkpoint at step" in stdout and "Resume with:" in stdout
+    assert "Traceback" not in stderr
+    steps = Checkpointer(workdir / "checkpoints").steps()
+    assert 0 < steps[-1] < 3000  # a checkpoint at the step boundary where it stopped
+
+    resumed = _python([*args, f"--workdir={workdir}"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    straight = _python([*args, f"--workdir={tmp_path / 'straight'}"])
+    assert straight.returncode == 0, straight.stderr
+    assert read_lines(workdir) == read_lines(tmp_path / "straight")
