@@ -13,7 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = data = ml_collections.ConfigDict()
-    data.name = "teacher"            # teacher | mixture | eight_gaussians | rings | checkerboard
+    data.name = "teacher"            # teacher | mixture | eight_gaussians | rings | checkerboard | mnist
     data.dim = 15
     data.num_train = 10_000
     data.num_test = 10_000
@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
     data.mixture_weights = [0.5, 0.5]
     data.mixture_separation = 4.0
     data.mixture_std = 0.5
+    data.path = "../shared/data/mnist"   # mnist only: directory of the IDX files
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "shallow"           # shallow | mlp

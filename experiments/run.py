@@ -9,8 +9,8 @@ run_info.json (versions, git commit), metrics.jsonl, checkpoints/, metrics.png,
 samples.png (2-D and S^2 tasks) and summary.json. Starting again on a workdir
 with a checkpoint resumes it exactly; SIGTERM / Ctrl-C saves and exits.
 
-Exit status: 0 done or preempted (checkpoint saved), 1 diverged, 2 invalid config
-or workdir.
+Exit status: 0 done or preempted (checkpoint saved), 1 diverged, 2 invalid config,
+workdir or data file.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     # Imported here so that --help and flag errors come back before JAX starts.
     from experiments.harness import Diverged, Preempted, WorkdirError, train_and_evaluate
+    from ebmdual.data import DatasetError
     from experiments.validation import ConfigError
 
     workdir = Path(_WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename))
@@ -60,7 +61,7 @@ def main(argv):
     try:
         summary = train_and_evaluate(_CONFIG.value, workdir, overwrite=_OVERWRITE.value,
                                      resume_hint=hint)
-    except (ConfigError, WorkdirError) as error:
+    except (ConfigError, WorkdirError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Diverged as error:

@@ -9,7 +9,7 @@ Allowed names come from the modules that implement them (one source of truth).
 
 from __future__ import annotations
 
-from ebmdual.data.synthetic import DATASET_NAMES
+from ebmdual.data import DATASET_NAMES
 from ebmdual.optim import OPTIMIZERS, REGIMES
 from ebmdual.samplers import SAMPLERS
 from ebmdual.train import OBJECTIVES, RESTART_SCHEDULES, RESTART_TARGETS, SPHERE_OBJECTIVES
@@ -46,6 +46,8 @@ def _problems(config, num_devices: int):
     yield count("seed", config.seed, 0)
     yield one_of("data.name", data.name, DATASET_NAMES)
     yield count("data.dim", data.dim, 2)
+    if data.name == "mnist":
+        yield need(data.dim == 784, "data.dim", data.dim, "784 for MNIST (28x28 pixels)")
     if data.name in TOY_DATASETS:
         yield need(data.dim == 2, "data.dim", data.dim, f"2 for the 2-D data set {data.name!r}")
     yield count("data.num_train", data.num_train, 2)

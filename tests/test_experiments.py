@@ -258,3 +258,24 @@ def test_sigterm_saves_checkpoint_and_resume_matches_straight_run(tmp_path):
     straight = _python([*args, f"--workdir={tmp_path / 'straight'}"])
     assert straight.returncode == 0, straight.stderr
     assert read_lines(workdir) == read_lines(tmp_path / "straight")
+
+
+def test_mnist_config_runs_on_idx_files(tmp_path):
+    from experiments import mnist
+    from tests.test_mnist import fake_mnist
+
+    fake_mnist(tmp_path / "mnist", n=400)
+    config = tiny(mnist.get_config(), num_steps=20)
+    config.data.path = str(tmp_path / "mnist")
+    config.data.num_train, config.data.num_test = 256, 64
+    config.sampler.num_particles = 64
+    summary = run(config, tmp_path / "run")
+    assert summary["steps"] == 20
+
+
+def test_cli_missing_dataset_file_is_one_clear_line(tmp_path):
+    result = _python(["--config=experiments/mnist.py", f"--config.data.path={tmp_path}/none",
+                      f"--workdir={tmp_path / 'run'}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: MNIST directory {tmp_path}/none does not exist (set config.data.path)"]

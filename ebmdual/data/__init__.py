@@ -1,13 +1,22 @@
-"""Data sets for ebmdual. Synthetic tasks live in `ebmdual.data.synthetic`."""
+"""Data sets for ebmdual: `get_dataset(config, key)` for every name in DATASET_NAMES.
 
+Synthetic tasks live in `ebmdual.data.synthetic`, the MNIST IDX reader in
+`ebmdual.data.mnist`.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from ebmdual.data.mnist import DatasetError, load_mnist
+
+from ebmdual.data import synthetic
 from ebmdual.data.synthetic import (
-    DATASET_NAMES,
+    SYNTHETIC_DATASETS,
     Dataset,
     GaussianMixture,
     Teacher,
     eight_gaussians,
     energy_lower_bound,
-    get_dataset,
     line_mixture,
     make_mixture,
     mixture_box,
@@ -21,8 +30,30 @@ from ebmdual.data.synthetic import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "Dataset", "GaussianMixture", "Teacher", "eight_gaussians",
+    "DATASET_NAMES", "DatasetError", "Dataset", "load_mnist", "GaussianMixture", "Teacher", "eight_gaussians",
     "energy_lower_bound", "get_dataset", "line_mixture", "make_mixture", "mixture_box",
     "mixture_energy", "paper_teacher", "sample_checkerboard", "sample_rings", "sample_sphere",
     "sample_teacher", "teacher_energy",
 ]
+
+DATASET_NAMES = SYNTHETIC_DATASETS + ("mnist",)
+
+
+def get_mnist_dataset(config, key) -> Dataset:
+    """MNIST images in [0, 1]^784 from `config.data.path`, shuffled by `key`, split
+    into num_train / num_test. Raises DatasetError for missing or corrupt files."""
+    images, _ = load_mnist(config.data.path)
+    wanted = config.data.num_train + config.data.num_test
+    if wanted > len(images):
+        raise DatasetError(f"config.data.num_train + num_test = {wanted} exceeds the "
+                           f"{len(images)} MNIST images in {config.data.path}")
+    images = jnp.asarray(images)[jax.random.permutation(key, len(images))[:wanted]]
+    return Dataset("mnist", images[:config.data.num_train], images[config.data.num_train:],
+                   "euclidean")
+
+
+def get_dataset(config, key) -> Dataset:
+    """The data set named by `config.data.name` (one of DATASET_NAMES)."""
+    if config.data.name == "mnist":
+        return get_mnist_dataset(config, key)
+    return synthetic.get_dataset(config, key)

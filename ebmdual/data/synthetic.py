@@ -51,7 +51,7 @@ TEACHER_SIGNED_WEIGHT = -10.0
 TEACHER_COSINE = 0.2  # for dimensions other than 3 and 15
 TEACHER_SEED = 0
 TOY_BOX = (-4.0, 4.0)
-DATASET_NAMES = ("teacher", "mixture", "eight_gaussians", "rings", "checkerboard")
+SYNTHETIC_DATASETS = ("teacher", "mixture", "eight_gaussians", "rings", "checkerboard")
 
 
 # ----------------------------------------------------------------------------
@@ -382,4 +382,4 @@ def get_dataset(config, key: jax.Array) -> Dataset:
         sampler = sample_rings if name == "rings" else sample_checkerboard
         train, test = _split_train_test(sampler(key, num), num_train)
         return Dataset(name, train, test, "euclidean", box=TOY_BOX)
-    raise ValueError(f"config.data.name={name!r}: expected one of {', '.join(DATASET_NAMES)}")
+    raise ValueError(f"config.data.name={name!r}: expected one of {', '.join(SYNTHETIC_DATASETS)}")
