@@ -1,0 +1,115 @@
+"""Energy modules against their formulas (NumPy), their initialisation and the factory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebmdual import energies
+from experiments.defaults import base_config
+
+
+def numpy_shallow_energy(theta, w, x, num_positive, alpha):
+    """E(x) = (1/m) Σᵢ cᵢ wᵢ relu(⟨θᵢ, x⟩)^α, c = (+1 × num_positive, −1 × the rest)."""
+    m = len(w)
+    signs = np.where(np.arange(m) < num_positive, 1.0, -1.0)
+    return float(np.sum(signs * w * np.maximum(theta @ x, 0.0) ** alpha) / m)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+@pytest.mark.parametrize("num_positive", [0, 3, 7])
+def test_shallow_energy_equals_formula(num_positive, alpha):
+    m, d = 7, 5
+    rng = np.random.default_rng(num_positive)
+    theta = rng.standard_normal((m, d))
+    theta /= np.linalg.norm(theta, axis=1, keepdims=True)
+    w = rng.uniform(0.1, 3.0, m)
+    module = energies.ShallowEnergy(num_neurons=m, num_positive=num_positive, alpha=alpha)
+    energy_fn = energies.make_energy_fn(module)
+    params = {"params": {"theta": jnp.asarray(theta, jnp.float32),
+                         "w": jnp.asarray(w, jnp.float32)}}
+    for x in rng.standard_normal((20, d)):
+        expected = numpy_shallow_energy(theta, w, x, num_positive, alpha)
+        got = float(energy_fn(params, jnp.asarray(x, jnp.float32)))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_shallow_init_unit_rows_and_initial_weight(key):
+    module = energies.ShallowEnergy(num_neurons=64, num_positive=10, init_weight=0.7)
+    params = module.init(key, jnp.zeros(15))
+    theta = np.asarray(params["params"]["theta"])
+    assert theta.shape == (64, 15)
+    np.testing.assert_allclose(np.linalg.norm(theta, axis=1), 1.0, atol=1e-6)
+    assert np.unique(np.round(theta, 6), axis=0).shape[0] == 64  # distinct random directions
+    np.testing.assert_array_equal(np.asarray(params["params"]["w"]), np.full(64, 0.7, np.float32))
+    assert set(params["params"]) == {"theta", "w"}  # the signs are constants, not parameters
+
+
+@pytest.mark.parametrize("num_positive", [0, 2, 5])
+def test_signs_split_per_num_positive(num_positive):
+    """Neuron i alone (w = e_i, θ_i = x): E(x) = cᵢ/m, so each sign is read off the module."""
+    m, d = 5, 3
+    x = np.array([0.0, 0.6, 0.8])
+    module = energies.ShallowEnergy(num_neurons=m, num_positive=num_positive)
+    theta = jnp.tile(jnp.asarray(x, jnp.float32), (m, 1))
+    signs = []
+    for i in range(m):
+        params = {"params": {"theta": theta, "w": jnp.zeros(m).at[i].set(1.0)}}
+        signs.append(m * float(module.apply(params, jnp.asarray(x, jnp.float32))))
+    np.testing.assert_allclose(signs, [1.0] * num_positive + [-1.0] * (m - num_positive), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(energies.output_signs(m, num_positive)),
+                                  [1.0] * num_positive + [-1.0] * (m - num_positive))
+
+
+@pytest.mark.parametrize("num_positive", [-1, 6])
+def test_output_signs_rejects_out_of_range(num_positive):
+    with pytest.raises(ValueError):
+        energies.output_signs(5, num_positive)
+
+
+def test_relu_power_and_sphere_init(key):
+    u = jnp.array([-2.0, -0.1, 0.0, 0.5, 3.0])
+    np.testing.assert_allclose(energies.relu_power(u), [0, 0, 0, 0.5, 3.0])
+    np.testing.assert_allclose(energies.relu_power(u, 2.0), [0, 0, 0, 0.25, 9.0])
+    rows = energies.sphere_init(key, (100, 4))
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(rows), axis=1), 1.0, atol=1e-6)
+
+
+def test_mlp_energy_is_a_scalar_of_one_sample(key):
+    module = energies.MLPEnergy(hidden_sizes=(16, 8))
+    params = module.init(key, jnp.zeros(3))
+    energy_fn = energies.make_energy_fn(module)
+    x = jnp.array([0.1, -0.4, 2.0])
+    value = energy_fn(params, x)
+    assert value.shape == ()
+    assert float(value) == float(module.apply(params, x))
+    batch = jax.random.normal(key, (11, 3))
+    assert jax.vmap(energy_fn, in_axes=(None, 0))(params, batch).shape == (11,)
+    gradient = jax.grad(energy_fn, argnums=1)(params, x)
+    assert gradient.shape == (3,) and np.all(np.isfinite(np.asarray(gradient)))
+    # two swish layers then a linear output: the energy is not a quadratic (Hessian varies)
+    hessian = jax.jit(jax.hessian(energy_fn, argnums=1))
+    assert not np.allclose(np.asarray(hessian(params, x)), np.asarray(hessian(params, -x)))
+
+
+def test_get_energy_builds_the_configured_module():
+    config = base_config()
+    config.model.num_neurons = 12
+    config.model.num_positive = 4
+    config.model.alpha = 2.0
+    config.model.init_weight = 0.5
+    module = energies.get_energy(config)
+    assert isinstance(module, energies.ShallowEnergy)
+    assert (module.num_neurons, module.num_positive, module.alpha, module.init_weight) == (
+        12, 4, 2.0, 0.5)
+    config.model.name = "mlp"
+    config.model.hidden_sizes = (5, 6)
+    module = energies.get_energy(config)
+    assert isinstance(module, energies.MLPEnergy) and tuple(module.hidden_sizes) == (5, 6)
+
+
+def test_get_energy_unknown_name_raises():
+    config = base_config()
+    config.model.name = "transformer"
+    with pytest.raises(ValueError, match="transformer"):
+        energies.get_energy(config)
