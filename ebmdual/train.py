@@ -260,13 +260,23 @@ def initial_hparams(config) -> dict:
 
 
 def with_hyperparams(state: TrainState, **values) -> TrainState:
-    """A state with some swept hyperparameters replaced (sampler ones or learning rates)."""
+    """A state with some swept hyperparameters replaced (sampler ones or learning rates).
+
+    Each new value keeps the dtype and the device placement of the one it replaces,
+    so the jitted train loop sees the same input types and does not recompile.
+    """
     hparams, injected = dict(state.hparams), dict(state.opt_state.hyperparams)
+
+    def like(old, value):
+        old = jnp.asarray(old)
+        new = jnp.asarray(value, old.dtype)
+        return jax.device_put(new, old.sharding) if isinstance(old, jax.Array) else new
+
     for name, value in values.items():
         if name in hparams:
-            hparams[name] = jnp.asarray(value, hparams[name].dtype)
+            hparams[name] = like(hparams[name], value)
         elif name in injected:
-            injected[name] = jnp.asarray(value, jnp.asarray(injected[name]).dtype)
+            injected[name] = like(injected[name], value)
         else:
             raise KeyError(f"{name!r} is not a hyperparameter of this state; known: "
                            f"{sorted(hparams) + sorted(injected)}")

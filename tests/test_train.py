@@ -309,11 +309,6 @@ def train_loop_compilations():
     return len(_TRAIN_LOOP_EVENTS)
 
 
-def keep_placement(new_state, old_state):
-    """new_state's values, placed with old_state's shardings (what the jitted loop expects)."""
-    return jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), new_state, old_state)
-
-
 @pytest.fixture(scope="module")
 def recompile_trainer(make_tiny_teacher_config, tiny_teacher_data):
     """Its own trainer: the cache-size checks below must not see other tests' calls."""
@@ -333,15 +328,11 @@ def test_train_loop_does_not_recompile_for_new_hyperparameter_values(recompile_t
         new = train.with_hyperparams(state, restart_prob=value, particle_step_size=0.01 * (i + 1),
                                      temperature=1.0 + i, feature_learning_rate=0.1 * value,
                                      weight_learning_rate=0.3, weight_cap=5.0 + i)
-        state, metrics = trainer.train_loop(keep_placement(new, state), data)
+        state, metrics = trainer.train_loop(new, data)
         np.testing.assert_allclose(np.asarray(metrics["restart_prob"]), value)
     assert train_loop_compilations() == compiled  # neither retraced nor recompiled
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: train.with_hyperparams builds the new scalars with jnp.asarray, which "
-    "drops the mesh sharding of the old values; the jitted train_loop sees a new input "
-    "type (f32[]({}) instead of f32[]({Auto: ('data',)})) and retraces and recompiles once"))
 def test_with_hyperparams_state_does_not_recompile_train_loop(recompile_trainer):
     trainer, host_data = recompile_trainer
     data = train.put_data(host_data, trainer)
