@@ -32,6 +32,7 @@ import sys
 import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -206,12 +207,68 @@ def save_plots(dataset, trainer, state, log: MetricsLog, workdir: Path) -> None:
 
 # ----------------------------------------------------------------------------- run
 
+class Position(NamedTuple):
+    """Where a run stands: the state, its step, the learning-rate scale from rollbacks
+    (1 without), and how many rollbacks happened. Checkpoint metadata holds the last two."""
+
+    state: Any
+    step: int
+    lr_scale: float
+    rollbacks: int
+
+
+def save_checkpoint(checkpoints: Checkpointer, position: Position) -> None:
+    checkpoints.save(position.step, position.state,
+                     {"lr_scale": position.lr_scale, "rollbacks": position.rollbacks})
+
+
+def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir) -> Position:
+    """The newest readable checkpoint, or a fresh state (evaluated and saved as step 0)."""
+    restored = checkpoints.restore_latest(trainer.abstract_state)
+    if restored is None:
+        position = Position(init_state(), 0, 1.0, 0)
+        log.truncate(-1)
+        log.write({"kind": "eval", "step": 0, **evaluate_on_host(evaluate, position.state)})
+        save_checkpoint(checkpoints, position)
+        return position
+    log.truncate(restored.step)
+    print(f"resuming {workdir} from the checkpoint at step {restored.step}")
+    return Position(restored.state, restored.step, restored.metadata["lr_scale"],
+                    restored.metadata["rollbacks"])
+
+
+def roll_back(divergence, position: Position, checkpoints, trainer, train_cfg, log) -> Position:
+    """Restore the last good checkpoint with learning rates lowered by rollback_lr_factor,
+    or raise Diverged when rollbacks are off or used up."""
+    bad_step, quantity, value = divergence
+    last_good = checkpoints.steps()[-1]
+    if train_cfg.on_divergence != "rollback" or position.rollbacks >= train_cfg.max_rollbacks:
+        why = ("" if train_cfg.on_divergence != "rollback"
+               else f" after {position.rollbacks} rollbacks (train.max_rollbacks)")
+        raise Diverged(f"training diverged at step {bad_step}: {quantity} (value {value:.4g}){why}. "
+                       f"Last good checkpoint: step {last_good} in {checkpoints.directory}. Try a "
+                       "smaller learning rate, or --config.train.on_divergence=rollback.")
+    restored = checkpoints.restore(last_good, trainer.abstract_state)
+    lr_scale = position.lr_scale * train_cfg.rollback_lr_factor
+    factor = lr_scale / restored.metadata["lr_scale"]  # the checkpoint may predate earlier rollbacks
+    rates = learning_rates(restored.state.opt_state)
+    state = with_hyperparams(restored.state, **{k: v * factor for k, v in rates.items()})
+    rolled = Position(state, last_good, lr_scale, position.rollbacks + 1)
+    log.truncate(last_good)
+    log.write({"kind": "rollback", "step": bad_step, "quantity": quantity, "value": value,
+               "restored_step": last_good, "lr_scale": lr_scale})
+    print(f"step {bad_step}: {quantity} (value {value:.4g}); rolled back to step {last_good} "
+          f"with learning rates x{lr_scale:g} (rollback {rolled.rollbacks} of at most "
+          f"{train_cfg.max_rollbacks})")
+    return rolled
+
+
 def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool = False,
                        resume_hint: str | None = None) -> dict:
     """Train the configured model in `workdir` (resuming if it holds a checkpoint).
 
     Returns the summary, also written to summary.json. Raises ConfigError,
-    WorkdirError, Preempted or Diverged with a one-paragraph message;
+    WorkdirError, DatasetError, Preempted or Diverged with a one-paragraph message;
     `resume_hint` is the command that Preempted tells the user to run.
     """
     validate_config(config, num_devices=jax.device_count())
@@ -225,86 +282,64 @@ def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool =
     evaluate = make_evaluator(config, dataset, trainer.energy_fn)
     log = MetricsLog(workdir / "metrics.jsonl")
     checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
-
-    def save(state, step, lr_scale, rollbacks):
-        checkpoints.save(step, state, {"lr_scale": lr_scale, "rollbacks": rollbacks})
-
-    restored = checkpoints.restore_latest(trainer.abstract_state)
-    if restored is None:
-        state, lr_scale, rollbacks = trainer.init(run_key, data), 1.0, 0
-        log.truncate(-1)
-        log.write({"kind": "eval", "step": 0, **evaluate_on_host(evaluate, state)})
-        save(state, 0, lr_scale, rollbacks)
-    else:
-        state = restored.state
-        lr_scale, rollbacks = restored.metadata["lr_scale"], restored.metadata["rollbacks"]
-        log.truncate(restored.step)
-        print(f"resuming {workdir} from the checkpoint at step {restored.step}")
+    position = start_or_resume(checkpoints, trainer, lambda: trainer.init(run_key, data),
+                               evaluate, log, workdir)
 
     num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
-    step = first_step = int(jax.device_get(state.step))
-    start, latest = time.perf_counter(), {}
-    with PreemptionFlag() as preemption, tqdm(total=num_steps, initial=step, desc="train",
-                                               unit="step", disable=not progress) as bar:
-        while step < num_steps:
-            state, metrics = trainer.train_loop(state, data)
+    first_step, start, latest = position.step, time.perf_counter(), {}
+    # Signals only set a flag until this function returns: during the loop they stop it
+    # at the next chunk boundary with a checkpoint; after it, the finished run completes.
+    with PreemptionFlag() as preemption:
+        bar = tqdm(total=num_steps, initial=position.step, desc="train", unit="step",
+                   disable=not progress)
+        while position.step < num_steps:
+            state, metrics = trainer.train_loop(position.state, data)
             metrics = jax.device_get(metrics)
-            diverged = find_divergence(metrics, step + 1, train_cfg.max_energy_gap)
-            if diverged is not None:
-                bad_step, quantity, value = diverged
-                last_good = checkpoints.steps()[-1]
-                if train_cfg.on_divergence != "rollback" or rollbacks >= train_cfg.max_rollbacks:
-                    why = ("" if train_cfg.on_divergence != "rollback"
-                           else f" after {rollbacks} rollbacks (train.max_rollbacks)")
-                    raise Diverged(f"training diverged at step {bad_step}: {quantity} "
-                                   f"(value {value:.4g}){why}. Last good checkpoint: step "
-                                   f"{last_good} in {checkpoints.directory}. Try a smaller "
-                                   "learning rate, or --config.train.on_divergence=rollback.")
-                restored = checkpoints.restore(last_good, trainer.abstract_state)
-                rollbacks += 1
-                new_scale = lr_scale * train_cfg.rollback_lr_factor
-                factor = new_scale / restored.metadata["lr_scale"]
-                rates = learning_rates(restored.state.opt_state)
-                state = with_hyperparams(restored.state, **{k: v * factor for k, v in rates.items()})
-                lr_scale, step = new_scale, last_good
-                log.truncate(step)
-                log.write({"kind": "rollback", "step": bad_step, "quantity": quantity,
-                           "value": value, "restored_step": last_good, "lr_scale": lr_scale})
-                print(f"step {bad_step}: {quantity} (value {value:.4g}); rolled back to step "
-                      f"{last_good} with learning rates x{lr_scale:g} "
-                      f"(rollback {rollbacks} of at most {train_cfg.max_rollbacks})")
+            divergence = find_divergence(metrics, position.step + 1, train_cfg.max_energy_gap)
+            if divergence is not None:
+                position = roll_back(divergence, position, checkpoints, trainer, train_cfg, log)
                 bar.reset(total=num_steps)
-                bar.update(step)
+                bar.update(position.step)
                 continue
-            step += chunk
-            row = chunk_means(metrics, step)
-            log.write(row)
-            latest.update(row)
+            step = position.step + chunk
+            position = position._replace(state=state, step=step)
+            rows = [chunk_means(metrics, step)]
             if step % train_cfg.eval_every == 0 or step >= num_steps:
-                evaluated = {"kind": "eval", "step": step, **evaluate_on_host(evaluate, state)}
-                log.write(evaluated)
-                latest.update(evaluated)
-            if step % train_cfg.checkpoint_every == 0 or step >= num_steps or preemption.raised:
-                save(state, step, lr_scale, rollbacks)
+                rows.append({"kind": "eval", "step": step, **evaluate_on_host(evaluate, state)})
+            for row in rows:
+                log.write(row)
+                latest.update(row)
+            # Read the flag once: a signal landing between the save and the stop checks
+            # would otherwise stop without the checkpoint it promises.
+            stopping = preemption.raised is not None and step < num_steps
+            if step % train_cfg.checkpoint_every == 0 or step >= num_steps or stopping:
+                save_checkpoint(checkpoints, position)
             bar.update(chunk)
             bar.set_postfix({k: f"{latest[k]:.4g}" for k in PROGRESS_KEYS if k in latest})
-            if preemption.raised and step < num_steps:
+            if stopping:
+                bar.close()
                 checkpoints.close()
                 raise Preempted(f"{preemption.raised} received: saved a checkpoint at step {step} "
                                 f"of {num_steps}. Resume with: "
                                 f"{resume_hint or 'the same call on workdir ' + str(workdir)}")
-    seconds = time.perf_counter() - start
-    checkpoints.close()
+        bar.close()
+        seconds = time.perf_counter() - start
+        checkpoints.close()
+        summary = summarize(position, log, trainer, seconds, first_step)
+        save_plots(dataset, trainer, position.state, log, workdir)
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
-    save_plots(dataset, trainer, state, log, workdir)
+
+def summarize(position: Position, log: MetricsLog, trainer, seconds: float, first_step: int) -> dict:
+    """summary.json: steps, speed of this session, T, devices, rollbacks, first and last evaluation."""
     evals = log.rows_of("eval")
-    summary = {
-        "steps": step, "seconds_this_session": seconds,
-        "steps_per_second_this_session": (step - first_step) / seconds if step > first_step else None,
-        "temperature": float(jax.device_get(state.hparams["temperature"])),
+    trained = position.step - first_step
+    return {
+        "steps": position.step, "seconds_this_session": seconds,
+        "steps_per_second_this_session": trained / seconds if trained else None,
+        "temperature": float(jax.device_get(position.state.hparams["temperature"])),
         "devices": f"{trainer.mesh.size} x {jax.devices()[0].platform}",
-        "rollbacks": rollbacks, "lr_scale": lr_scale,
+        "rollbacks": position.rollbacks, "lr_scale": position.lr_scale,
         "initial": evals[0], "final": evals[-1],
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary

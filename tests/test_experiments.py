@@ -250,7 +250,8 @@ def test_sigterm_saves_checkpoint_and_resume_matches_straight_run(tmp_path):
     assert "SIGTERM received: saved a checkpoint at step" in stdout and "Resume with:" in stdout
     assert "Traceback" not in stderr
     steps = Checkpointer(workdir / "checkpoints").steps()
-    assert 0 < steps[-1] < 3000  # a checkpoint at the step boundary where it stopped
+    listing = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    assert 0 < steps[-1] < 3000, (steps, listing, stdout)  # saved where it stopped
 
     resumed = _python([*args, f"--workdir={workdir}"])
     assert resumed.returncode == 0, resumed.stderr
