@@ -217,19 +217,21 @@ class Position(NamedTuple):
     rollbacks: int
 
 
-def save_checkpoint(checkpoints: Checkpointer, position: Position) -> None:
+def save_checkpoint(checkpoints: Checkpointer, position: Position, config) -> None:
+    """The state, with the config and the rollback bookkeeping as metadata."""
     checkpoints.save(position.step, position.state,
-                     {"lr_scale": position.lr_scale, "rollbacks": position.rollbacks})
+                     {"lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
+                      "config": json.loads(config_json(config))})
 
 
-def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir) -> Position:
+def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir, config) -> Position:
     """The newest readable checkpoint, or a fresh state (evaluated and saved as step 0)."""
     restored = checkpoints.restore_latest(trainer.abstract_state)
     if restored is None:
         position = Position(init_state(), 0, 1.0, 0)
         log.truncate(-1)
         log.write({"kind": "eval", "step": 0, **evaluate_on_host(evaluate, position.state)})
-        save_checkpoint(checkpoints, position)
+        save_checkpoint(checkpoints, position, config)
         return position
     log.truncate(restored.step)
     print(f"resuming {workdir} from the checkpoint at step {restored.step}")
@@ -283,7 +285,7 @@ def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool =
     log = MetricsLog(workdir / "metrics.jsonl")
     checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
     position = start_or_resume(checkpoints, trainer, lambda: trainer.init(run_key, data),
-                               evaluate, log, workdir)
+                               evaluate, log, workdir, config)
 
     num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
     first_step, start, latest = position.step, time.perf_counter(), {}
@@ -313,7 +315,7 @@ def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool =
             # would otherwise stop without the checkpoint it promises.
             stopping = preemption.raised is not None and step < num_steps
             if step % train_cfg.checkpoint_every == 0 or step >= num_steps or stopping:
-                save_checkpoint(checkpoints, position)
+                save_checkpoint(checkpoints, position, config)
             bar.update(chunk)
             bar.set_postfix({k: f"{latest[k]:.4g}" for k in PROGRESS_KEYS if k in latest})
             if stopping:
