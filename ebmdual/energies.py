@@ -55,10 +55,14 @@ def shallow_energy(theta: jax.Array, signed_weights: jax.Array, x: jax.Array,
     return jnp.mean(signed_weights * relu_power(theta @ x, alpha))
 
 
+def project_to_sphere(x: jax.Array) -> jax.Array:
+    """x/‖x‖ along the last axis: the projection Π onto S^{d−1}."""
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def sphere_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
     """Rows drawn uniformly on the unit sphere: normalised Gaussians. shape = (m, d)."""
-    z = jax.random.normal(key, shape, dtype)
-    return z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+    return project_to_sphere(jax.random.normal(key, shape, dtype))
 
 
 class ShallowEnergy(nn.Module):

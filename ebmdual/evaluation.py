@@ -48,6 +48,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ebmdual import losses
 from ebmdual.data.synthetic import sample_sphere
 
 EnergyFn = Callable[[Any, jax.Array], jax.Array]
@@ -89,8 +90,8 @@ class GridNLL(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames="energy_fn")
 def batched_energies(energy_fn: EnergyFn, params, x: jax.Array) -> jax.Array:
-    """E(x_i) for each row. x (n, d) -> (n,)."""
-    return jax.vmap(energy_fn, in_axes=(None, 0))(params, x)
+    """E(x_i) for each row, jitted for evaluation. x (n, d) -> (n,)."""
+    return losses.batched_energies(energy_fn, params, x)
 
 
 def _mean_estimate(values: jax.Array) -> Estimate:

@@ -74,7 +74,7 @@ LinearMap = Callable[[jax.Array], jax.Array]
 # Per-sample derivatives shared by the losses
 # ---------------------------------------------------------------------------
 
-def _batched_energy(energy_fn: EnergyFn, params: Any, samples: Any) -> jax.Array:
+def batched_energies(energy_fn: EnergyFn, params: Any, samples: Any) -> jax.Array:
     """[E(params, x_k)]_k for a pytree of samples with a leading axis n. Returns (n,)."""
     return jax.vmap(energy_fn, in_axes=(None, 0))(params, samples)
 
@@ -127,8 +127,8 @@ def maximum_likelihood_loss(energy_fn: EnergyFn, params: Any, data: Any,
       its gradient with respect to the particles is zero.
     """
     particles = jax.lax.stop_gradient(particles)
-    return (jnp.mean(_batched_energy(energy_fn, params, data))
-            - jnp.mean(_batched_energy(energy_fn, params, particles)))
+    return (jnp.mean(batched_energies(energy_fn, params, data))
+            - jnp.mean(batched_energies(energy_fn, params, particles)))
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ebmdual.energies import project_to_sphere
+
 OPTIMIZERS = ("wfr", "adam", "sgd")
 REGIMES = ("active", "lazy")
 
@@ -45,7 +47,7 @@ def wfr(feature_learning_rate, weight_learning_rate, weight_cap=jnp.inf,
         velocity = m * g_theta / jnp.where(w > 0, w, 1.0)[:, None]
         velocity = velocity - jnp.sum(velocity * theta, -1, keepdims=True) * theta
         moved = theta - feature_learning_rate * velocity
-        new_theta = moved / jnp.linalg.norm(moved, axis=-1, keepdims=True)
+        new_theta = project_to_sphere(moved)
         if not train_features:
             new_theta = theta
         new_w = w * jnp.exp(-weight_learning_rate * m * g_w)

@@ -35,6 +35,8 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
+from ebmdual.energies import project_to_sphere
+
 SAMPLERS = ("ula", "mala", "hmc")
 MANIFOLDS = ("euclidean", "sphere")
 
@@ -46,11 +48,6 @@ class SamplerInfo(NamedTuple):
 
 
 Sampler = Callable[..., tuple[jax.Array, SamplerInfo]]
-
-
-def project_to_sphere(x: jax.Array) -> jax.Array:
-    """x/‖x‖ along the last axis."""
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def gaussian_noise(key: jax.Array, shape, antithetic: bool) -> jax.Array:

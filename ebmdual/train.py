@@ -37,9 +37,9 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from ebmdual import losses
-from ebmdual.energies import get_energy, make_energy_fn
+from ebmdual.energies import get_energy, make_energy_fn, project_to_sphere
 from ebmdual.optim import get_optimizer, learning_rates
-from ebmdual.samplers import get_sampler, project_to_sphere
+from ebmdual.samplers import get_sampler
 
 OBJECTIVES = ("ml", "sm", "ssm", "dsm", "ksd")
 SPHERE_OBJECTIVES = ("ml", "sm")
@@ -167,7 +167,7 @@ def make_objective(config, energy_fn, manifold: str) -> Callable:
 
 def mean_energy(energy_fn, params, x) -> jax.Array:
     """mean_k E_θ(x_k) over a (n, d) batch."""
-    return jnp.mean(jax.vmap(energy_fn, in_axes=(None, 0))(params, x))
+    return jnp.mean(losses.batched_energies(energy_fn, params, x))
 
 
 # ----------------------------------------------------------------------------- step

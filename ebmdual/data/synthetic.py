@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebmdual.energies import shallow_energy
+from ebmdual.energies import project_to_sphere, shallow_energy
 
 # The d = 15 teacher of the published runs ("old teacher", DESIGN §4), before
 # normalisation. Cosine between the normalised rows: 0.2002.
@@ -135,8 +135,7 @@ def energy_lower_bound(teacher: Teacher, max_enumerated: int = 16) -> float:
 @functools.partial(jax.jit, static_argnames=("n", "dim"))
 def sample_sphere(key: jax.Array, n: int, dim: int) -> jax.Array:
     """n points uniform on S^{dim−1} (normalised Gaussians). (n, dim) float32."""
-    z = jax.random.normal(key, (n, dim), jnp.float32)
-    return z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+    return project_to_sphere(jax.random.normal(key, (n, dim), jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames="batch_size")
