@@ -134,6 +134,12 @@ def restart_particles(key, particles, batch, restart_prob, step, *, schedule="ra
     return particles, jnp.mean(mask.astype(jnp.float32))
 
 
+def restart_options(config, manifold: str) -> dict:
+    """The keyword options of `restart_particles` set by the config."""
+    return dict(schedule=config.train.restart_schedule, target=config.train.restart_to,
+                antithetic=config.sampler.antithetic, manifold=manifold)
+
+
 # ----------------------------------------------------------------------------- objective
 
 def make_objective(config, energy_fn, manifold: str) -> Callable:
@@ -182,8 +188,7 @@ def make_train_step(config, energy_fn, optimizer, manifold: str = "euclidean") -
     """
     sampler = get_sampler(config, energy_fn, manifold)
     objective = make_objective(config, energy_fn, manifold)
-    restart_kwargs = dict(schedule=config.train.restart_schedule, target=config.train.restart_to,
-                          antithetic=config.sampler.antithetic, manifold=manifold)
+    restart_kwargs = restart_options(config, manifold)
 
     def train_step(state: TrainState, batch, key):
         restart_key, sample_key, loss_key = jax.random.split(key, 3)
@@ -287,8 +292,7 @@ def with_hyperparams(state: TrainState, **values) -> TrainState:
 def make_init(config, module, optimizer, manifold: str) -> Callable:
     """init(key, data) -> TrainState: θ from the module's init, particles all restarted."""
     num_particles = config.sampler.num_particles
-    restart_kwargs = dict(schedule=config.train.restart_schedule, target=config.train.restart_to,
-                          antithetic=config.sampler.antithetic, manifold=manifold)
+    restart_kwargs = restart_options(config, manifold)
 
     def init(key, data):
         param_key, particle_key = jax.random.split(key)

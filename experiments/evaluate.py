@@ -16,7 +16,6 @@ sampler temperature, so every metric uses E_θ/T.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ebmdual import evaluation
@@ -34,15 +33,6 @@ def temperature_scaled(energy_fn):
         return energy_fn(params, x) / temperature
 
     return model
-
-
-def evaluation_box(dataset) -> tuple[float, float]:
-    """The square holding the 2-D mass: the data set's own, else data range + 25% margin."""
-    if dataset.box is not None:
-        return tuple(dataset.box)
-    low, high = float(jnp.min(dataset.train)), float(jnp.max(dataset.train))
-    margin = 0.25 * (high - low)
-    return (low - margin, high + margin)
 
 
 def make_evaluator(config, dataset, energy_fn):
@@ -66,7 +56,7 @@ def make_evaluator(config, dataset, energy_fn):
             out["fisher_divergence"] = evaluation.fisher_divergence_sphere(
                 model, params, target, target_params, dataset.test).value
         elif dim == 2:
-            box = evaluation_box(dataset)
+            box = dataset.box  # every 2-D data set carries the square holding its mass
             nll = evaluation.nll_2d(model, params, dataset.test, box, 2 * grid)
             out["test_nll"], out["edge_mass"] = nll.value, nll.edge_mass
             if dataset.mixture is not None:

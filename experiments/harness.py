@@ -43,7 +43,7 @@ from ebmdual.data import get_dataset
 from ebmdual.optim import learning_rates
 from ebmdual.train import make_trainer, put_data, with_hyperparams
 from experiments import plots
-from experiments.evaluate import evaluate_on_host, evaluation_box, make_evaluator, temperature_scaled
+from experiments.evaluate import evaluate_on_host, make_evaluator, temperature_scaled
 from experiments.validation import validate_config
 
 PROGRESS_KEYS = ("loss", "energy_gap", "kl", "test_nll")
@@ -202,7 +202,7 @@ def save_plots(dataset, trainer, state, log: MetricsLog, workdir: Path) -> None:
                                   str(workdir / "samples.png"))
     elif dataset.manifold == "euclidean" and dim == 2:
         plots.plot_samples_2d(model, params, dataset.train, particles,
-                              evaluation_box(dataset), str(workdir / "samples.png"))
+                              dataset.box, str(workdir / "samples.png"))
 
 
 # ----------------------------------------------------------------------------- run

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ebmdual.evaluation import batched_energies  # noqa: E402
 
 CURVES = ("loss", "energy_gap", "grad_norm", "acceptance_rate", "kl", "test_nll",
           "fisher_divergence")
@@ -42,7 +43,7 @@ def plot_metrics(train_rows: list[dict], eval_rows: list[dict], path: str) -> No
 
 
 def _energy_on(model, params, points: np.ndarray) -> np.ndarray:
-    return np.asarray(jax.jit(jax.vmap(model, in_axes=(None, 0)))(params, jnp.asarray(points)))
+    return np.asarray(batched_energies(model, params, jnp.asarray(points)))
 
 
 def plot_samples_2d(model, params, data, particles, box, path: str, num: int = 200) -> None:
