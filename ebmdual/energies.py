@@ -5,7 +5,10 @@ Every energy is used through one signature everywhere in ebmdual:
     energy_fn(params, x) -> scalar        x: one unbatched sample, shape (d,)
 
 so losses, samplers and evaluation never see flax. `make_energy_fn(module)`
-turns a linen module whose `__call__` maps (d,) to a scalar into that function.
+turns a linen module whose `__call__` maps (d,) to a scalar into that function;
+`as_energy` accepts a linen module or any `(init, energy_fn)` pair and returns the
+`Energy(init, energy_fn)` that the trainer builds from. A sample may be any pytree
+(an image, or an image and its label).
 
 Models
 ------
@@ -22,7 +25,7 @@ Models
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -111,12 +114,24 @@ def make_energy_fn(module: nn.Module) -> EnergyFn:
     return energy_fn
 
 
-def get_energy(config) -> nn.Module:
-    """The flax module named by `config.model.name` ('shallow' or 'mlp')."""
-    model = config.model
-    if model.name == "shallow":
-        return ShallowEnergy(num_neurons=model.num_neurons, num_positive=model.num_positive,
-                             alpha=model.alpha, init_weight=model.init_weight)
-    if model.name == "mlp":
-        return MLPEnergy(hidden_sizes=tuple(model.hidden_sizes))
-    raise ValueError(f"model.name={model.name!r}: expected one of 'shallow', 'mlp'")
+class Energy(NamedTuple):
+    """An energy as a pair of pure functions.
+
+    init(key, example) -> params: `example` is one sample (the particle pytree without
+    its leading axis). energy_fn(params, x) -> scalar for one sample x.
+    """
+
+    init: Callable
+    energy_fn: EnergyFn
+
+
+def as_energy(model) -> Energy:
+    """An `Energy` from a flax linen module (init/apply on one sample) or an (init, energy_fn) pair."""
+    if isinstance(model, Energy):
+        return model
+    if isinstance(model, nn.Module):
+        return Energy(init=model.init, energy_fn=make_energy_fn(model))
+    if isinstance(model, tuple) and len(model) == 2 and all(map(callable, model)):
+        return Energy(*model)
+    raise TypeError(f"expected a flax linen Module or an (init, energy_fn) pair, got "
+                    f"{type(model).__name__}")

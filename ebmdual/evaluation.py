@@ -19,7 +19,7 @@ The model's normalised masses on the nodes are
   w_j = cell area.
 * `log_partition_s2`, `nll_s2`, `kl_quadrature_s2` (KL(p*‖p_θ) = Σ_j q*_j log(q*_j/q_j),
   the weights cancelling in the ratio) on S²; `grid_density_2d`, `nll_2d`,
-  `mode_mass_2d` in R² (DESIGN §5: normalise on a grid and check the mass at
+  `mode_mass_2d` in R² (docs/evaluation.md: normalise on a grid and check the mass at
   the box edge is negligible).
 
 Monte Carlo (return `Estimate(value, stderr)`; stderr by the delta method)

@@ -13,7 +13,8 @@ by name, `num_projections`, `variance_reduction`) are static under `jax.jit`;
 
 Objectives on R^d (data x_k, k = 1..n)
 --------------------------------------
-* `maximum_likelihood_loss`:    mean_k E(x_k) − mean_j E(sg(X_j)),  X_j particles,
+* `maximum_likelihood_loss`:    mean_k E(x_k) − mean_j E(sg(X_j)),  X_j particles
+  (or Σ_j w_j E(sg(X_j)) with particle weights w),
   sg = stop_gradient. With X_j ~ p_θ its θ-gradient is the negative log-likelihood
   gradient E_data[∇_θE] − E_{p_θ}[∇_θE].
 * `score_matching_loss`:        mean_k ½‖∇E(x_k)‖² − ΔE(x_k)              (Hyvärinen 2005)
@@ -112,8 +113,8 @@ def _gradient_and_laplacian(energy_fn: EnergyFn, params: Any,
 # ---------------------------------------------------------------------------
 
 def maximum_likelihood_loss(energy_fn: EnergyFn, params: Any, data: Any,
-                            particles: Any) -> jax.Array:
-    """Contrastive (maximum-likelihood) loss mean_k E(x_k) − mean_j E(sg(X_j)).
+                            particles: Any, weights: jax.Array | None = None) -> jax.Array:
+    """Contrastive (maximum-likelihood) loss mean_k E(x_k) − Σ_j w_j E(sg(X_j)).
 
     Args:
       energy_fn: (params, x) -> scalar on one sample.
@@ -121,14 +122,20 @@ def maximum_likelihood_loss(energy_fn: EnergyFn, params: Any, data: Any,
       data: samples x_k with a leading axis n, e.g. (n, d); any pytree.
       particles: samples X_j with a leading axis N, e.g. (N, d); any pytree (for
         instance (positions, labels) for a class-conditional energy).
+      weights: (N,) particle weights summing to 1 (importance-weighted walkers), or
+        None for the plain mean w_j = 1/N. Treated as constants (stop_gradient).
     Returns:
       scalar. Particles are wrapped in `stop_gradient`: its θ-gradient is
-      mean_k ∇_θE(x_k) − mean_j ∇_θE(X_j), the NLL gradient when X_j ~ p_θ, and
-      its gradient with respect to the particles is zero.
+      mean_k ∇_θE(x_k) − Σ_j w_j ∇_θE(X_j), the NLL gradient when the weighted X_j
+      represent p_θ, and its gradient with respect to the particles is zero.
     """
     particles = jax.lax.stop_gradient(particles)
-    return (jnp.mean(batched_energies(energy_fn, params, data))
-            - jnp.mean(batched_energies(energy_fn, params, particles)))
+    particle_energies = batched_energies(energy_fn, params, particles)
+    if weights is None:
+        particle_term = jnp.mean(particle_energies)
+    else:
+        particle_term = jnp.sum(jax.lax.stop_gradient(weights) * particle_energies)
+    return jnp.mean(batched_energies(energy_fn, params, data)) - particle_term
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Parameter optimizers, all optax `GradientTransformation`s with array-valued learning rates.
 
-`get_optimizer(config)` wraps the chosen rule in `optax.inject_hyperparams`, so
-the learning rates live in `opt_state.hyperparams` as arrays: a sweep changes
-them without recompiling, and a rollback can lower them in place.
+The trainer takes any optax `GradientTransformation`. Wrapped in
+`optax.inject_hyperparams`, its learning rates live in the optimizer state as
+arrays: `injected_hyperparams` / `set_hyperparams` read and write them (through
+`optax.tree_utils.tree_get` / `tree_set`, nested states included), so a sweep
+changes them without recompiling and a rollback lowers them in place. A plain
+`optax.adam(1e-3)` works too; its rate just cannot be swept.
 
 Wasserstein–Fisher–Rao steps for `ShallowEnergy` (written here: optax has no
 update on the sphere with multiplicative weights). For E = (1/m) Σ_i c_i w_i σ(⟨θ_i, x⟩)
@@ -13,7 +16,7 @@ and value g_w,i = m ∂L/∂w_i. One step is
     θ_i ← Π(θ_i − h_θ P⊥_{θ_i} g_θ,i)          (Π: back to the sphere; P⊥ = I − θθᵀ)
     w_i ← w_i exp(−h_w g_w,i),  then  w ← β w / mean(w)  if mean(w) > β,
 
-the paper's update (DESIGN §4). In the `lazy` regime θ stays at its random
+the paper's update (docs/tasks.md, Neuron updates (WFR)). In the `lazy` regime θ stays at its random
 initialisation (random features) and only w moves.
 """
 
@@ -24,10 +27,6 @@ import jax.numpy as jnp
 import optax
 
 from ebmdual.energies import project_to_sphere
-
-OPTIMIZERS = ("wfr", "adam", "sgd")
-REGIMES = ("active", "lazy")
-
 
 def wfr(feature_learning_rate, weight_learning_rate, weight_cap=jnp.inf,
         train_features: bool = True) -> optax.GradientTransformation:
@@ -59,46 +58,48 @@ def wfr(feature_learning_rate, weight_learning_rate, weight_cap=jnp.inf,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _freeze_theta(params):
+def _feature_labels(params):
     """Label tree for optax.multi_transform: 'frozen' for θ, 'trained' for the rest."""
     return jax.tree_util.tree_map_with_path(
         lambda path, _: "frozen" if getattr(path[-1], "key", None) == "theta" else "trained",
         params)
 
 
-def get_optimizer(config) -> optax.GradientTransformation:
-    """The optimizer named by `config.optim.name`, learning rates injected as arrays.
+def freeze_features(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """The lazy (random-features) regime for a generic optimizer: leaves named 'theta' get
+    zero updates, every other leaf follows `optimizer`. (For `wfr`, pass train_features=False.)"""
+    return optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()},
+                                 _feature_labels)
 
-    'wfr' (ShallowEnergy only): hyperparams feature_learning_rate, weight_learning_rate,
-    weight_cap. 'adam' / 'sgd': hyperparam learning_rate. `config.model.regime='lazy'`
-    freezes θ.
-    """
-    cfg, regime = config.optim, config.model.get("regime", "active")
-    if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"optim.name={cfg.name!r}: expected one of {OPTIMIZERS}")
-    if regime not in REGIMES:
-        raise ValueError(f"model.regime={regime!r}: expected one of {REGIMES}")
-    lazy = regime == "lazy"
-    if cfg.name == "wfr":
-        if config.model.name != "shallow":
-            raise ValueError(f"optim.name='wfr' needs model.name='shallow', got {config.model.name!r}")
-        cap = cfg.weight_cap if cfg.weight_cap is not None else jnp.inf
-        return optax.inject_hyperparams(wfr, static_args=("train_features",))(
-            feature_learning_rate=cfg.feature_learning_rate,
-            weight_learning_rate=cfg.weight_learning_rate,
-            weight_cap=cap, train_features=not lazy)
-    base = optax.adam if cfg.name == "adam" else optax.sgd
 
-    def make(learning_rate):
-        rule = base(learning_rate)
-        if lazy:
-            rule = optax.multi_transform({"trained": rule, "frozen": optax.set_to_zero()},
-                                         _freeze_theta)
-        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), rule) if cfg.grad_clip else rule
+# ----------------------------------------------------------------------------- hyperparameters
 
-    return optax.inject_hyperparams(make)(learning_rate=cfg.learning_rate)
+def _is_injected(node) -> bool:
+    return isinstance(node, optax.InjectStatefulHyperparamsState)
+
+
+def injected_hyperparams(opt_state) -> dict:
+    """{name: array} of every `optax.inject_hyperparams` value in `opt_state` (nested states
+    included); {} for an optimizer that was not wrapped (its rates are constants)."""
+    names = []
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_injected):
+        if _is_injected(node):
+            names.extend(k for k in node.hyperparams if k not in names)
+    return {name: optax.tree_utils.tree_get(opt_state, name) for name in names}
 
 
 def learning_rates(opt_state) -> dict:
-    """The injected learning-rate arrays (keys ending in 'learning_rate')."""
-    return {k: v for k, v in opt_state.hyperparams.items() if k.endswith("learning_rate")}
+    """The injected learning-rate arrays (names ending in 'learning_rate')."""
+    return {k: v for k, v in injected_hyperparams(opt_state).items() if k.endswith("learning_rate")}
+
+
+def set_hyperparams(opt_state, **values):
+    """`opt_state` with injected hyperparameters replaced (optax.tree_utils.tree_set).
+
+    Raises KeyError naming the known ones when a name is not injected."""
+    known = injected_hyperparams(opt_state)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise KeyError(f"{unknown} not among the optimizer's injected hyperparameters "
+                       f"{sorted(known)} (wrap it in optax.inject_hyperparams to sweep them)")
+    return optax.tree_utils.tree_set(opt_state, **values) if values else opt_state

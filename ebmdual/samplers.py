@@ -1,26 +1,51 @@
-"""Particle samplers: K Markov steps targeting p_θ(x) ∝ exp(−E_θ(x)/T), vmapped over particles.
+"""Particle samplers: Markov kernels targeting p_θ(x) ∝ exp(−E_θ(x)/T), vmapped over particles.
 
-Every sampler has one signature,
+The sampler protocol
+--------------------
+A sampler is a `Sampler(init, step)` pair of pure functions:
 
-    sample(key, params, particles, step_size, temperature) -> (particles, SamplerInfo)
+    init(key, params, particles) -> sampler_state
+    step(key, params, particles, sampler_state, hparams) -> (particles, sampler_state, SamplerInfo)
 
-with particles of shape (N, d) and `step_size` (h) and `temperature` (T) traced
-scalars, so sweeping them never recompiles. `h` has one meaning for all kernels:
-the drift x ← x − h∇E of the Langevin dynamics dX = −∇E dt + √(2T) dW.
+* `particles` is a pytree whose leaves share a leading particle axis N: an
+  (N, d) array, (N, 28, 28, 1) images, or {'x': (N, 32, 32, 3), 'y': (N,)}.
+  Samplers move the floating-point leaves and carry the others (labels)
+  unchanged. `energy_fn(params, x)` receives one particle (the pytree without
+  its leading axis).
+* `hparams` is the dict of swept scalars of the train state; samplers read
+  `particle_step_size` (h) and `temperature` (T). They are traced, so sweeping
+  them never recompiles.
+* `sampler_state` is any pytree: empty `()` for ULA and HMC, the adapted step
+  size for MALA, a trained flow and its optimizer for flow-MCMC. It is a field
+  of `TrainState`, so it is checkpointed and sharded with it. Leaves named by
+  `Sampler.particle_axes(state)` (a pytree of bools) carry a leading particle
+  axis and are sharded like the particles; the others are replicated.
+* `SamplerInfo.weights`, when not None, are per-particle weights (N,) summing to
+  one (importance weights of Jarzynski or flow-MCMC walkers): the objective
+  then takes a weighted average over particles. Unweighted samplers hand None.
 
-* ULA (unadjusted Langevin): x ← x − h∇E(x) + √(2hT) ξ. Stationary law
-  exp(−E/T) as h → 0. Optional antithetic noise: particle j and particle j + N/2
-  receive ξ and −ξ (the authors' scheme; with a shared start it cancels the odd
-  moments of the noise). With `manifold="sphere"` the step is followed by the
-  projection x ← x/‖x‖: projected Langevin on S^{d−1}, whose O(h) radial
-  correction is exactly the Itô drift −(d−1)T x of Brownian motion on the sphere.
-  Written here, not taken from BlackJAX: BlackJAX has no ULA kernel, and its
-  SGLD diffusion draws its own noise, so neither antithetic pairs nor the
+`h` has one meaning for every kernel: the drift x ← x − h∇E of the Langevin
+dynamics dX = −∇E dt + √(2T) dW.
+
+Kernels
+-------
+* `ula`: x ← x − h∇E(x) + √(2hT) ξ. Stationary law exp(−E/T) as h → 0.
+  Optional antithetic noise: particle j and particle j + N/2 receive ξ and −ξ
+  (the authors' scheme; with a shared start it cancels the odd moments of the
+  noise). Written here, not taken from BlackJAX: BlackJAX has no ULA kernel,
+  and its SGLD diffusion draws its own noise, so neither antithetic pairs nor a
   projection can be expressed through it.
-* MALA (`blackjax.mala`): the same proposal with a Metropolis–Hastings
-  correction. BlackJAX's step ε multiplies ∇log p = −∇E/T, so ε = hT.
-* HMC (`blackjax.hmc`): leapfrog step ε = √(2hT) on log p = −E/T with unit mass;
-  with one integration step it is MALA with the same h.
+* `projected_langevin`: ULA followed by x ← x/‖x‖: Langevin on S^{d−1}, whose
+  O(h) radial correction is exactly the Itô drift −(d−1)T x of Brownian motion
+  on the sphere.
+* `mala` (`blackjax.mala`): the same proposal with a Metropolis–Hastings
+  correction. BlackJAX's step ε multiplies ∇log p = −∇E/T, so ε = hT. With
+  `target_acceptance` set, the step is h·exp(s) with s in the sampler state,
+  adapted after every transition by the Robbins–Monro rule
+  s ← s + rate · (mean acceptance − target): constant gain, so the step keeps
+  tracking the target while θ (hence p_θ) moves.
+* `hmc` (`blackjax.hmc`): leapfrog step ε = √(2hT) on log p = −E/T with unit
+  mass; with one integration step it is MALA with the same h.
 
 MALA/HMC kernel states cache log p and its gradient, which go stale when θ
 changes: only positions are kept between train steps, and the kernel state is
@@ -29,133 +54,228 @@ rebuilt at the start of each call (one extra gradient evaluation).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from ebmdual.energies import project_to_sphere
 
-SAMPLERS = ("ula", "mala", "hmc")
-MANIFOLDS = ("euclidean", "sphere")
+__all__ = [
+    "Sampler", "SamplerInfo", "ula", "projected_langevin", "mala", "hmc",
+    "langevin_step", "gaussian_noise", "energy_gradients", "leading_size",
+    "floating_part", "merge_floating",
+]
 
 
 class SamplerInfo(NamedTuple):
-    """acceptance_rate: mean Metropolis acceptance over particles and steps (1 for ULA)."""
+    """What a sampler step reports.
+
+    acceptance_rate: scalar, mean Metropolis acceptance over particles and steps (1 for ULA).
+    weights: (N,) per-particle weights summing to 1 for the objective, or None (uniform).
+    extra: dict of further scalar metrics (e.g. the adapted step size), or None.
+    """
 
     acceptance_rate: jax.Array
+    weights: Any = None
+    extra: Any = None
 
 
-Sampler = Callable[..., tuple[jax.Array, SamplerInfo]]
+class Sampler(NamedTuple):
+    """init(key, params, particles) -> state; step(key, params, particles, state, hparams)
+    -> (particles, state, SamplerInfo). particle_axes(state) -> pytree of bools marking the
+    state leaves with a leading particle axis (sharded like the particles); None: none."""
+
+    init: Callable
+    step: Callable
+    particle_axes: Callable | None = None
 
 
-def gaussian_noise(key: jax.Array, shape, antithetic: bool) -> jax.Array:
-    """Standard normal noise of `shape` (N, d); antithetic: rows N/2.. are minus rows ..N/2."""
-    if not antithetic:
-        return jax.random.normal(key, shape)
-    half = jax.random.normal(key, (shape[0] // 2, *shape[1:]))
-    return jnp.concatenate([half, -half], axis=0)
+# ----------------------------------------------------------------------------- pytree particles
+
+def _is_floating(leaf) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
 
 
-def energy_gradients(energy_fn, params, particles: jax.Array) -> jax.Array:
-    """∇ₓE_θ at each particle: (N, d) -> (N, d)."""
-    return jax.vmap(jax.grad(energy_fn, argnums=1), in_axes=(None, 0))(params, particles)
+def floating_part(tree):
+    """`tree` with its non-floating leaves (labels) replaced by None: the part samplers move."""
+    return jax.tree.map(lambda leaf: leaf if _is_floating(leaf) else None, tree)
 
+
+def merge_floating(floating, tree):
+    """`tree` with its floating leaves taken from `floating` (the inverse of `floating_part`)."""
+    return jax.tree.map(lambda f, leaf: leaf if f is None else f, floating, tree,
+                        is_leaf=lambda x: x is None)
+
+
+def leading_size(tree) -> int:
+    """N, the leading (particle or example) axis shared by every leaf of `tree`."""
+    return jax.tree.leaves(tree)[0].shape[0]
+
+
+def leaf_keys(key, tree):
+    """One key per leaf of `tree`, as a tree; a single leaf gets `key` itself."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = [key] if len(leaves) == 1 else list(jax.random.split(key, len(leaves)))
+    return jax.tree.unflatten(treedef, keys)
+
+
+def gaussian_noise(key: jax.Array, particles, antithetic: bool):
+    """Standard normal noise shaped like the floating leaves of `particles` (N, ...).
+
+    antithetic: rows N/2.. are minus rows ..N/2 (N even).
+    """
+    def draw(leaf_key, leaf):
+        if not antithetic:
+            return jax.random.normal(leaf_key, leaf.shape, leaf.dtype)
+        half = jax.random.normal(leaf_key, (leaf.shape[0] // 2, *leaf.shape[1:]), leaf.dtype)
+        return jnp.concatenate([half, -half], axis=0)
+
+    moving = floating_part(particles)
+    return jax.tree.map(draw, leaf_keys(key, moving), moving)
+
+
+def energy_gradients(energy_fn, params, particles):
+    """∇ₓE_θ at each particle, for the floating leaves: a pytree like `floating_part(particles)`."""
+
+    def gradient(moving, whole):
+        return jax.grad(lambda m: energy_fn(params, merge_floating(m, whole)))(moving)
+
+    return jax.vmap(gradient)(floating_part(particles), particles)
+
+
+# ----------------------------------------------------------------------------- ULA
 
 def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
-                  antithetic: bool = False, manifold: str = "euclidean") -> jax.Array:
-    """One ULA step x ← x − h∇E(x) + √(2hT) ξ (then x/‖x‖ on the sphere). (N, d) -> (N, d)."""
-    noise = gaussian_noise(key, particles.shape, antithetic)
+                  antithetic: bool = False, project: Callable | None = None):
+    """One ULA step x ← x − h∇E(x) + √(2hT) ξ, then x ← project(x) if given. Pytree -> pytree."""
+    noise = gaussian_noise(key, particles, antithetic)
     drift = energy_gradients(energy_fn, params, particles)
-    moved = particles - step_size * drift + jnp.sqrt(2.0 * step_size * temperature) * noise
-    return project_to_sphere(moved) if manifold == "sphere" else moved
+    scale = jnp.sqrt(2.0 * step_size * temperature)
+    moved = jax.tree.map(lambda x, g, xi: x - step_size * g + scale * xi,
+                         floating_part(particles), drift, noise)
+    if project is not None:
+        moved = jax.tree.map(project, moved)
+    return merge_floating(moved, particles)
 
 
-def make_ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
-             manifold: str = "euclidean") -> Sampler:
-    """K = `num_steps` (projected) unadjusted Langevin steps on all particles."""
+def _stateless(sample) -> Sampler:
+    """A Sampler with empty state around sample(key, params, particles, h, T) -> (particles, info)."""
+
+    def step(key, params, particles, state, hparams):
+        particles, info = sample(key, params, particles, hparams["particle_step_size"],
+                                 hparams["temperature"])
+        return particles, state, info
+
+    return Sampler(init=lambda key, params, particles: (), step=step)
+
+
+def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
+        project: Callable | None = None) -> Sampler:
+    """K = `num_steps` unadjusted Langevin steps on every particle (projected if `project`)."""
 
     def sample(key, params, particles, step_size, temperature):
         def body(x, step_key):
             x = langevin_step(step_key, energy_fn, params, x, step_size, temperature,
-                              antithetic=antithetic, manifold=manifold)
+                              antithetic=antithetic, project=project)
             return x, None
 
         particles, _ = jax.lax.scan(body, particles, jax.random.split(key, num_steps))
-        return particles, SamplerInfo(acceptance_rate=jnp.ones((), particles.dtype))
+        return particles, SamplerInfo(acceptance_rate=jnp.ones((), jnp.float32))
 
-    return sample
+    return _stateless(sample)
 
 
-def _make_blackjax_sampler(energy_fn, num_steps: int, build_step) -> Sampler:
-    """K steps of a BlackJAX kernel, vmapped over particles with one key per particle.
+def projected_langevin(energy_fn, num_steps: int = 1, antithetic: bool = False) -> Sampler:
+    """ULA on the sphere S^{d−1}: each step is followed by x ← x/‖x‖ (particles (N, d))."""
+    return ula(energy_fn, num_steps, antithetic, project=project_to_sphere)
 
-    build_step(logdensity_fn, step_size, temperature) -> (init, step) for one particle.
+
+# ----------------------------------------------------------------------------- BlackJAX kernels
+
+def _blackjax_chain(key, energy_fn, params, particles, temperature, num_steps, init_one,
+                    step_one, control, update_control):
+    """K transitions of a BlackJAX kernel, vmapped over particles, one key per particle.
+
+    The kernel moves each particle's floating part on log p = −E/T.
+    init_one(position, logdensity_fn) -> kernel state; step_one(key, kernel_state,
+    logdensity_fn, control) -> (kernel_state, info). `control` is a scalar carried across
+    transitions (the log step scale of adaptive MALA), updated after each one by
+    update_control(control, mean acceptance). Returns (particles, control, acceptance (K,)).
     """
+    moving, n = floating_part(particles), leading_size(particles)
+
+    def logdensity_of(whole):
+        return lambda m: -energy_fn(params, merge_floating(m, whole)) / temperature
+
+    states = jax.vmap(lambda m, whole: init_one(m, logdensity_of(whole)))(moving, particles)
+
+    def body(carry, step_key):
+        states, control = carry
+        keys = jax.random.split(step_key, n)
+        states, info = jax.vmap(lambda k, s, whole: step_one(k, s, logdensity_of(whole), control))(
+            keys, states, particles)
+        acceptance = jnp.mean(info.acceptance_rate)
+        return (states, update_control(control, acceptance)), acceptance
+
+    (states, control), acceptance = jax.lax.scan(body, (states, control),
+                                                 jax.random.split(key, num_steps))
+    return merge_floating(states.position, particles), control, acceptance
+
+
+def mala(energy_fn, num_steps: int = 1, target_acceptance: float | None = None,
+         adaptation_rate: float = 0.05) -> Sampler:
+    """K MALA transitions (BlackJAX) with ε = h·exp(s)·T.
+
+    Without `target_acceptance`, s = 0 and the state is empty. With it, the state is
+    {'log_step_scale': s}, updated after each transition by s ← s + rate·(ā − target),
+    ā the mean acceptance over particles; info.extra reports the adapted step h·exp(s).
+    """
+    adapt = target_acceptance is not None
+    if adapt and not 0.0 < target_acceptance < 1.0:
+        raise ValueError(f"target_acceptance={target_acceptance}: expected a value in (0, 1)")
+    kernel = blackjax.mala.build_kernel()
+
+    def init(key, params, particles):
+        del key, params, particles
+        return {"log_step_scale": jnp.zeros((), jnp.float32)} if adapt else ()
+
+    def update_control(log_scale, acceptance):
+        return log_scale + adaptation_rate * (acceptance - target_acceptance) if adapt else log_scale
+
+    def step(key, params, particles, state, hparams):
+        h, temperature = hparams["particle_step_size"], hparams["temperature"]
+        log_scale = state["log_step_scale"] if adapt else jnp.zeros((), jnp.float32)
+        particles, log_scale, acceptance = _blackjax_chain(
+            key, energy_fn, params, particles, temperature, num_steps, blackjax.mala.init,
+            lambda k, s, logdensity, c: kernel(k, s, logdensity, h * jnp.exp(c) * temperature),
+            log_scale, update_control)
+        if not adapt:
+            return particles, state, SamplerInfo(jnp.mean(acceptance))
+        extra = {"adapted_step_size": h * jnp.exp(log_scale)}
+        return particles, {"log_step_scale": log_scale}, SamplerInfo(jnp.mean(acceptance),
+                                                                     extra=extra)
+
+    return Sampler(init=init, step=step)
+
+
+def hmc(energy_fn, num_steps: int = 1, num_integration_steps: int = 1) -> Sampler:
+    """K HMC transitions (BlackJAX), leapfrog step ε = √(2hT), unit mass."""
+    kernel = blackjax.hmc.build_kernel()
 
     def sample(key, params, particles, step_size, temperature):
-        def logdensity_fn(x):
-            return -energy_fn(params, x) / temperature
+        epsilon = jnp.sqrt(2.0 * step_size * temperature)
 
-        init, step = build_step(logdensity_fn, step_size, temperature)
-        states = jax.vmap(init)(particles)
+        def step_one(k, state, logdensity, control):
+            del control
+            inverse_mass = jnp.ones(ravel_pytree(state.position)[0].shape, jnp.float32)
+            return kernel(k, state, logdensity, epsilon, inverse_mass, num_integration_steps)
 
-        def body(states, step_key):
-            keys = jax.random.split(step_key, particles.shape[0])
-            states, info = jax.vmap(step)(keys, states)
-            return states, jnp.mean(info.acceptance_rate)
+        particles, _, acceptance = _blackjax_chain(
+            key, energy_fn, params, particles, temperature, num_steps, blackjax.hmc.init,
+            step_one, jnp.zeros(()), lambda c, a: c)
+        return particles, SamplerInfo(acceptance_rate=jnp.mean(acceptance))
 
-        states, acceptance = jax.lax.scan(body, states, jax.random.split(key, num_steps))
-        return states.position, SamplerInfo(acceptance_rate=jnp.mean(acceptance))
-
-    return sample
-
-
-def make_mala(energy_fn, num_steps: int = 1) -> Sampler:
-    """K MALA steps (BlackJAX) with ε = hT."""
-
-    def build_step(logdensity_fn, step_size, temperature):
-        kernel = blackjax.mala.build_kernel()
-
-        def step(key, state):
-            return kernel(key, state, logdensity_fn, step_size * temperature)
-
-        return (lambda x: blackjax.mala.init(x, logdensity_fn)), step
-
-    return _make_blackjax_sampler(energy_fn, num_steps, build_step)
-
-
-def make_hmc(energy_fn, num_steps: int = 1, num_integration_steps: int = 1) -> Sampler:
-    """K HMC transitions (BlackJAX), leapfrog step ε = √(2hT), unit mass."""
-
-    def build_step(logdensity_fn, step_size, temperature):
-        kernel = blackjax.hmc.build_kernel()
-
-        def step(key, state):
-            inverse_mass = jnp.ones_like(state.position)
-            return kernel(key, state, logdensity_fn, jnp.sqrt(2.0 * step_size * temperature),
-                          inverse_mass, num_integration_steps)
-
-        return (lambda x: blackjax.hmc.init(x, logdensity_fn)), step
-
-    return _make_blackjax_sampler(energy_fn, num_steps, build_step)
-
-
-def get_sampler(config, energy_fn, manifold: str = "euclidean") -> Sampler:
-    """The sampler named by `config.sampler.name`, for particles on `manifold`."""
-    cfg = config.sampler
-    if cfg.name not in SAMPLERS:
-        raise ValueError(f"sampler.name={cfg.name!r}: expected one of {SAMPLERS}")
-    if manifold not in MANIFOLDS:
-        raise ValueError(f"manifold={manifold!r}: expected one of {MANIFOLDS}")
-    if cfg.name == "ula":
-        return make_ula(energy_fn, cfg.num_steps, cfg.antithetic, manifold)
-    if manifold == "sphere":
-        raise ValueError(f"sampler.name={cfg.name!r} works in R^d only; on the sphere use 'ula' "
-                         "(projected Langevin)")
-    if cfg.antithetic:
-        raise ValueError(f"sampler.antithetic=True is for 'ula' only, not {cfg.name!r}")
-    if cfg.name == "mala":
-        return make_mala(energy_fn, cfg.num_steps)
-    return make_hmc(energy_fn, cfg.num_steps, cfg.num_integration_steps)
+    return _stateless(sample)

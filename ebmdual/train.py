@@ -1,48 +1,76 @@
-"""The two-time-scale dual training loop: restart mask, particle moves, parameter update.
+"""The two-time-scale dual training loop, built from objects.
+
+    trainer = make_trainer(energy, objective, optimizer, sampler=sampler,
+                           restart=RestartPolicy(prob=1/40), num_particles=N, data=example)
+
+* `energy`: a flax linen module or an `(init, energy_fn)` pair (`ebmdual.energies.as_energy`).
+* `objective(params, batch, particles, key) -> loss`: `ebmdual.objectives`, or your own.
+  When the sampler hands per-particle weights, it is called with `weights=` too.
+* `optimizer`: any optax `GradientTransformation` (wrap it in `optax.inject_hyperparams`
+  to sweep its learning rates).
+* `sampler`: a `ebmdual.samplers.Sampler` (init/step pair with state), or None for
+  objectives that use no particles (score matching and its variants): the restart
+  and the sampler are then skipped.
+* `restart`: a `RestartPolicy` (probability, schedule, target).
 
 One `train_step(state, batch, key) -> (state, metrics)`:
 
 1. Restart: each particle (each antithetic pair) is reset, with probability
-   `restart_prob`, to a random sample of the batch (or to noise). With
-   `restart_schedule='periodic'` all particles restart together every
-   round(1/restart_prob) steps, onto the batch in order (the authors' code).
-   restart_prob = 0 is persistent-chain maximum likelihood; restart_prob = 1 with
-   one small Langevin step is score matching as h → 0.
-2. K sampler steps of size h (`particle_step_size`) at temperature T on E_θ:
-   the particles target exp(−E_θ/T).
-3. One optax update of θ on the objective: 'ml' (mean E(data) − mean E(particles),
-   the maximum-likelihood gradient of exp(−E/T) up to the factor 1/T), or the
-   baselines 'sm', 'ssm', 'dsm', 'ksd' (see `ebmdual.losses`).
+   `restart_prob`, to a random item of the current batch (or to noise). With
+   schedule 'periodic' all particles restart together every round(1/restart_prob)
+   steps, onto the batch in order (the authors' code). restart_prob = 0 is
+   persistent-chain maximum likelihood; restart_prob = 1 with one small Langevin
+   step is score matching as h → 0.
+2. The sampler moves the particles at step size h (`particle_step_size`) and
+   temperature T on E_θ: they target exp(−E_θ/T).
+3. One optax update of θ on the objective (for maximum likelihood,
+   mean E(batch) − mean E(particles), the log-likelihood gradient of exp(−E/T) up
+   to the factor 1/T).
 
-`train_loop` runs `num_steps` of these in one `lax.scan`; `make_trainer` jits it
-with explicit shardings on a 1-D mesh ('data',): parameters, optimizer state and
-keys replicated, particles sharded on their leading axis, the data sharded too
-when its size divides the device count (replicated otherwise). The same code runs
-on one device or many.
+Particles and batches are pytrees whose leaves share a leading axis: (N, d), (N, 28,
+28, 1) images, or {'x': images, 'y': labels}. The restart works leaf by leaf.
 
-Swept hyperparameters are arrays in the state: `state.hparams` holds
-restart_prob, particle_step_size and temperature; learning rates live in
-`state.opt_state.hyperparams` (optax.inject_hyperparams). `with_hyperparams`
-sets either kind. Changing them never recompiles, and a grid of states can be
-vmapped.
+`train_loop(state, data)` runs `steps_per_call` steps in one `lax.scan`. Data reach
+it in one of two ways, fixed when the trainer is built:
+* resident (`streamed=False`): `data` is a small whole data set (n, ...) on the
+  device; step t uses all of it (batch_size 0) or `batch_size` rows drawn with
+  the key fold_in(state.key, t), inside the scan;
+* streamed (`streamed=True`): `data` is a chunk of S batches stacked on a leading
+  axis (S, B, ...), scanned as `xs`, in their stored dtype (uint8 images): nothing
+  larger than S·B examples is on the device. The host chooses the batch of step t
+  as a pure function of (seed, t) (`ebmdual.data.stream`).
+Either way `preprocess(key, batch)` (the device cast, dequantisation, scaling) runs
+inside the step.
+
+`make_trainer` jits init and the loop with explicit shardings on a 1-D mesh
+('data',) of every device of every process: parameters, optimizer state and keys
+replicated; particles (and sampler-state leaves that have a particle axis)
+sharded on their leading axis; batches sharded on their example axis. The same
+code runs on one device, many, or several processes (`jax.distributed`).
+
+Swept hyperparameters are arrays in the state: `state.hparams` holds restart_prob,
+particle_step_size and temperature; learning rates live in the optimizer state
+(optax.inject_hyperparams). `with_hyperparams` sets either kind. Changing them
+never recompiles, and a grid of states can be vmapped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from ebmdual import losses
-from ebmdual.energies import get_energy, make_energy_fn, project_to_sphere
-from ebmdual.optim import get_optimizer, learning_rates
-from ebmdual.samplers import get_sampler
+from ebmdual.energies import as_energy, project_to_sphere
+from ebmdual.optim import injected_hyperparams, learning_rates, set_hyperparams
+from ebmdual.samplers import Sampler, floating_part, gaussian_noise, leading_size, merge_floating
 
-OBJECTIVES = ("ml", "sm", "ssm", "dsm", "ksd")
-SPHERE_OBJECTIVES = ("ml", "sm")
 RESTART_SCHEDULES = ("random", "periodic")
 RESTART_TARGETS = ("data", "noise")
 SAMPLER_HPARAMS = ("restart_prob", "particle_step_size", "temperature")
@@ -51,33 +79,70 @@ SAMPLER_HPARAMS = ("restart_prob", "particle_step_size", "temperature")
 class TrainState(NamedTuple):
     """Everything a run needs to continue: a plain pytree.
 
-    params: energy parameters. opt_state: optax state (learning rates inside).
-    particles: (N, d) sampler positions. step: int32 scalar. key: typed PRNG key
-    (the run's seed; step keys are fold_in(key, step)). hparams: dict of float32
-    scalars restart_prob, particle_step_size, temperature.
+    params: energy parameters. opt_state: optax state (injected learning rates inside).
+    particles: pytree with leading axis N (None without a sampler). sampler_state: the
+    sampler's pytree (() when stateless). step: int32 scalar. key: typed PRNG key (the
+    run's seed; step keys are fold_in(key, step)). hparams: dict of float32 scalars
+    restart_prob, particle_step_size, temperature.
     """
 
     params: Any
     opt_state: Any
-    particles: jax.Array
+    particles: Any
+    sampler_state: Any
     step: jax.Array
     key: jax.Array
     hparams: dict
 
 
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """When and where particles restart.
+
+    prob: the initial restart_prob (state.hparams['restart_prob'], swept as an array).
+    schedule: 'random' (i.i.d. Bernoulli(prob) per particle or pair) or 'periodic'
+      (all together every round(1/prob) steps, onto the batch in order).
+    target: 'data' (items of the current batch) or 'noise' (`noise(key, particles)`,
+      default standard normal on the floating leaves; pass a projection for the sphere).
+    antithetic: pairs (j, j + N/2) share their mask and target (for antithetic noise).
+    """
+
+    prob: float = 0.0
+    schedule: str = "random"
+    target: str = "data"
+    antithetic: bool = False
+    noise: Callable | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.prob) <= 1.0:
+            raise ValueError(f"RestartPolicy.prob={self.prob}: expected a probability in [0, 1]")
+        if self.schedule not in RESTART_SCHEDULES:
+            raise ValueError(f"RestartPolicy.schedule={self.schedule!r}: expected one of "
+                             f"{RESTART_SCHEDULES}")
+        if self.target not in RESTART_TARGETS:
+            raise ValueError(f"RestartPolicy.target={self.target!r}: expected one of "
+                             f"{RESTART_TARGETS}")
+
+
 class Trainer(NamedTuple):
     """Pure functions of one experiment, built by `make_trainer`.
 
-    init(key, data) -> TrainState (jitted, sharded).
+    init(key, data) -> TrainState (jitted, sharded): `data` is the resident data set or,
+      streamed, one batch; the particles start at its items.
     train_step(state, batch, key) -> (state, metrics) (pure, not jitted).
-    train_loop(state, data) -> (state, metrics stacked over `num_steps`) (jitted, donates state).
-    energy_fn(params, x) -> scalar. mesh: the device mesh. abstract_state: the
-    state's ShapeDtypeStructs with their shardings (for restoring checkpoints).
+    train_loop(state, data) -> (state, metrics stacked over the steps) (jitted, donates state).
+    put(host_data) -> the device array `train_loop` takes (resident data or a chunk (S, B, ...),
+      this process's share of it under several processes); put_batch(host_batch) -> what
+      `init` takes when streamed.
+    energy_fn(params, x) -> scalar. mesh: the device mesh. abstract_state: the state's
+    ShapeDtypeStructs with their shardings (for restoring checkpoints).
     """
 
     init: Callable
     train_step: Callable
     train_loop: Callable
+    put: Callable
+    put_batch: Callable
     energy_fn: Callable
     mesh: jax.sharding.Mesh
     abstract_state: TrainState
@@ -97,172 +162,169 @@ def restart_mask(key, num_groups: int, restart_prob, step, schedule: str = "rand
     return jnp.broadcast_to(due, (num_groups,))
 
 
-def restart_targets(key, batch, num_groups: int, schedule: str, target: str, manifold: str):
-    """Where restarted particles go: (num_groups, d).
+def standard_normal_noise(key, particles):
+    """N(0, I) in every floating leaf of `particles`; other leaves (labels) kept."""
+    return merge_floating(gaussian_noise(key, particles, antithetic=False), particles)
 
-    data + random: uniform random rows of `batch`; data + periodic: rows in order
-    (row j mod n, the authors' "copies of the data set"); noise: N(0, I), projected
-    to the sphere on the sphere.
+
+def sphere_noise(key, particles):
+    """Uniform points on S^{d−1} shaped like (N, d) `particles`: normalised Gaussians."""
+    return project_to_sphere(jax.random.normal(key, particles.shape, particles.dtype))
+
+
+def restart_targets(key, batch, particles, num_groups: int, policy: RestartPolicy):
+    """Where restarted groups go: a pytree like the first `num_groups` particles.
+
+    data + random: uniform random items of `batch`; data + periodic: items in order
+    (item j mod n, the authors' "copies of the data set"); noise: policy.noise.
     """
-    if target == "noise":
-        noise = jax.random.normal(key, (num_groups, batch.shape[-1]), batch.dtype)
-        return project_to_sphere(noise) if manifold == "sphere" else noise
-    n = batch.shape[0]
-    if schedule == "periodic":
+    if policy.target == "noise":
+        first = jax.tree.map(lambda leaf: leaf[:num_groups], particles)
+        return (policy.noise or standard_normal_noise)(key, first)
+    n = leading_size(batch)
+    if policy.schedule == "periodic":
         index = jnp.arange(num_groups) % n
     else:
         index = jax.random.randint(key, (num_groups,), 0, n)
-    return batch[index]
+    return jax.tree.map(lambda leaf: leaf[index], batch)
 
 
-def restart_particles(key, particles, batch, restart_prob, step, *, schedule="random",
-                      target="data", antithetic=False, manifold="euclidean"):
-    """Apply the restart mask: (N, d) particles -> (N, d) particles, fraction restarted.
+def restart_particles(key, particles, batch, restart_prob, step, policy: RestartPolicy):
+    """Apply the restart mask: particles -> (particles, fraction restarted).
 
-    With antithetic noise the pair (j, j + N/2) shares its mask and its target, so a
+    With `policy.antithetic` the pair (j, j + N/2) shares its mask and its target, so a
     restarted pair starts at one point and moves by ±ξ.
     """
-    num = particles.shape[0]
-    num_groups = num // 2 if antithetic else num
+    num = leading_size(particles)
+    num_groups = num // 2 if policy.antithetic else num
     mask_key, target_key = jax.random.split(key)
-    mask = restart_mask(mask_key, num_groups, restart_prob, step, schedule)
-    targets = restart_targets(target_key, batch, num_groups, schedule, target, manifold)
-    if antithetic:
+    mask = restart_mask(mask_key, num_groups, restart_prob, step, policy.schedule)
+    targets = restart_targets(target_key, batch, particles, num_groups, policy)
+    if policy.antithetic:
         mask = jnp.concatenate([mask, mask])
-        targets = jnp.concatenate([targets, targets])
-    particles = jnp.where(mask[:, None], targets.astype(particles.dtype), particles)
-    return particles, jnp.mean(mask.astype(jnp.float32))
+        targets = jax.tree.map(lambda t: jnp.concatenate([t, t]), targets)
 
+    def select(target, leaf):
+        where = mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+        return jnp.where(where, target.astype(leaf.dtype), leaf)
 
-def restart_options(config, manifold: str) -> dict:
-    """The keyword options of `restart_particles` set by the config."""
-    return dict(schedule=config.train.restart_schedule, target=config.train.restart_to,
-                antithetic=config.sampler.antithetic, manifold=manifold)
-
-
-# ----------------------------------------------------------------------------- objective
-
-def make_objective(config, energy_fn, manifold: str) -> Callable:
-    """objective(params, batch, particles, key) -> scalar loss, from `config.train.loss`."""
-    name = config.train.loss
-    if name not in OBJECTIVES:
-        raise ValueError(f"train.loss={name!r}: expected one of {OBJECTIVES}")
-    if manifold == "sphere" and name not in SPHERE_OBJECTIVES:
-        raise ValueError(f"train.loss={name!r} is defined in R^d only; on the sphere use one of "
-                         f"{SPHERE_OBJECTIVES}")
-
-    def objective(params, batch, particles, key):
-        if name == "ml":
-            return losses.maximum_likelihood_loss(energy_fn, params, batch, particles)
-        if name == "sm" and manifold == "sphere":
-            return losses.sphere_score_matching_loss(energy_fn, params, batch)
-        if name == "sm":
-            return losses.score_matching_loss(energy_fn, params, batch)
-        if name == "ssm":
-            return losses.sliced_score_matching_loss(energy_fn, params, batch, key,
-                                                     config.train.ssm_num_projections)
-        if name == "dsm":
-            return losses.denoising_score_matching_loss(energy_fn, params, batch, key,
-                                                        config.train.dsm_sigma)
-        return losses.kernel_stein_discrepancy(energy_fn, params, batch,
-                                               kernel=config.train.ksd_kernel,
-                                               bandwidth=config.train.ksd_bandwidth)
-
-    return objective
-
-
-def mean_energy(energy_fn, params, x) -> jax.Array:
-    """mean_k E_θ(x_k) over a (n, d) batch."""
-    return jnp.mean(losses.batched_energies(energy_fn, params, x))
+    return jax.tree.map(select, targets, particles), jnp.mean(mask.astype(jnp.float32))
 
 
 # ----------------------------------------------------------------------------- step
 
-def make_train_step(config, energy_fn, optimizer, manifold: str = "euclidean") -> Callable:
-    """train_step(state, batch, key) -> (state, metrics): restart, K sampler steps, θ update.
+def weighted_mean_energy(energy_fn, params, x, weights=None) -> jax.Array:
+    """mean_k E_θ(x_k) over a batch pytree, or Σ_k w_k E_θ(x_k) with weights (n,)."""
+    energies = losses.batched_energies(energy_fn, params, x)
+    return jnp.mean(energies) if weights is None else jnp.sum(weights * energies)
 
-    batch: (n, d). metrics: dict of float32 scalars (loss, energy_gap = mean E(particles)
-    − mean E(data), grad_norm, restart_fraction, acceptance_rate, learning rates,
-    particle_step_size, temperature, time_scale_ratio = learning rate / h, and
-    finite = 1 when the loss, the new parameters and the particles are all finite).
+
+def all_finite(tree) -> jax.Array:
+    """True when every entry of every floating leaf of `tree` is finite."""
+    leaves = [x for x in jax.tree.leaves(floating_part(tree)) if x is not None]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.bool_(True)]))
+
+
+def _accepts_weights(objective) -> bool:
+    try:
+        return "weights" in inspect.signature(objective).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformation,
+                    sampler: Sampler | None = None,
+                    restart: RestartPolicy | None = None) -> Callable:
+    """train_step(state, batch, key) -> (state, metrics): restart, sampler step, θ update.
+
+    metrics: dict of float32 scalars: loss, grad_norm, finite (1 when the loss, the new
+    parameters and the particles are all finite), temperature, the injected learning
+    rates; with a sampler also energy_gap = mean E(particles) − mean E(batch) (weighted
+    when the sampler hands weights), restart_fraction, acceptance_rate,
+    particle_step_size, restart_prob, time_scale_ratio_* = learning rate / h, and the
+    sampler's extra metrics.
     """
-    sampler = get_sampler(config, energy_fn, manifold)
-    objective = make_objective(config, energy_fn, manifold)
-    restart_kwargs = restart_options(config, manifold)
+    restart = restart or RestartPolicy()
+    weighted_objective = _accepts_weights(objective)
 
     def train_step(state: TrainState, batch, key):
         restart_key, sample_key, loss_key = jax.random.split(key, 3)
         hp = state.hparams
-        particles, restarted = restart_particles(restart_key, state.particles, batch,
-                                                 hp["restart_prob"], state.step, **restart_kwargs)
-        particles, info = sampler(sample_key, state.params, particles,
-                                  hp["particle_step_size"], hp["temperature"])
-        loss, grads = jax.value_and_grad(objective)(state.params, batch, particles, loss_key)
+        particles, sampler_state, metrics, weights = None, state.sampler_state, {}, None
+        if sampler is not None:
+            particles, restarted = restart_particles(restart_key, state.particles, batch,
+                                                     hp["restart_prob"], state.step, restart)
+            particles, sampler_state, info = sampler.step(sample_key, state.params, particles,
+                                                          sampler_state, hp)
+            weights = info.weights
+            metrics.update(restart_fraction=restarted, acceptance_rate=info.acceptance_rate,
+                           particle_step_size=hp["particle_step_size"],
+                           restart_prob=hp["restart_prob"], **(info.extra or {}))
+        if weights is not None and not weighted_objective:
+            raise TypeError("the sampler hands per-particle weights, but the objective takes no "
+                            "`weights` argument")
+        extra_args = {"weights": weights} if weights is not None else {}
+        loss, grads = jax.value_and_grad(objective)(state.params, batch, particles, loss_key,
+                                                    **extra_args)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        if config.train.loss == "ml":
-            energy_gap = -loss
-        else:
-            energy_gap = (mean_energy(energy_fn, state.params, particles)
-                          - mean_energy(energy_fn, state.params, batch))
         rates = learning_rates(state.opt_state)
-        finite = jnp.isfinite(loss) & all_finite(params) & all_finite(particles)
-        metrics = dict(
-            loss=loss, finite=finite, energy_gap=energy_gap, grad_norm=optax.tree.norm(grads),
-            restart_fraction=restarted, acceptance_rate=info.acceptance_rate,
-            particle_step_size=hp["particle_step_size"], temperature=hp["temperature"],
-            restart_prob=hp["restart_prob"],
-            **rates,
-            **{f"time_scale_ratio_{k}": v / hp["particle_step_size"] for k, v in rates.items()},
-        )
+        finite = jnp.isfinite(loss) & all_finite(params)
+        if sampler is not None:
+            finite = finite & all_finite(particles)
+            metrics["energy_gap"] = (
+                weighted_mean_energy(energy_fn, state.params, particles, weights)
+                - weighted_mean_energy(energy_fn, state.params, batch))
+            metrics.update({f"time_scale_ratio_{k}": v / hp["particle_step_size"]
+                            for k, v in rates.items()})
+        metrics.update(loss=loss, finite=finite, grad_norm=optax.tree.norm(grads),
+                       temperature=hp["temperature"], **rates)
         new_state = state._replace(params=params, opt_state=opt_state, particles=particles,
-                                   step=state.step + 1)
+                                   sampler_state=sampler_state, step=state.step + 1)
         return new_state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 
     return train_step
 
 
-def all_finite(tree) -> jax.Array:
-    """True when every entry of every leaf of `tree` is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+# ----------------------------------------------------------------------------- loop
+
+def draw_batch(key, data, batch_size: int):
+    """The whole resident data set (batch_size 0 or ≥ n), or `batch_size` items drawn
+    uniformly with replacement (the same rows in every leaf)."""
+    n = leading_size(data)
+    if not batch_size or batch_size >= n:
+        return data
+    index = jax.random.randint(key, (batch_size,), 0, n)
+    return jax.tree.map(lambda leaf: leaf[index], data)
 
 
-def make_batch_fn(batch_size: int | None) -> Callable:
-    """batch_fn(key, data) -> batch: the full data set, or `batch_size` rows drawn with replacement."""
+def make_train_loop(train_step, steps_per_call: int, *, streamed: bool = False,
+                    batch_size: int = 0, preprocess: Callable | None = None) -> Callable:
+    """train_loop(state, data) -> (state, metrics with a leading (steps,) axis): one lax.scan.
 
-    def batch_fn(key, data):
-        if not batch_size or batch_size >= data.shape[0]:
-            return data
-        return data[jax.random.randint(key, (batch_size,), 0, data.shape[0])]
-
-    return batch_fn
-
-
-def make_train_loop(train_step, batch_fn, num_steps: int) -> Callable:
-    """train_loop(state, data) -> (state, metrics with a leading (num_steps,) axis), one lax.scan.
-
-    Step t uses key fold_in(state.key, t), so a run is a function of (seed, config)
-    only, whatever the chunking into calls.
+    Resident: `data` is the whole (n, ...) set, `steps_per_call` steps, batches drawn
+    by `draw_batch`. Streamed: `data` is (S, B, ...) and the scan runs over its S
+    batches. Step t uses key fold_in(state.key, t), split into (batch key, step key),
+    so a run is a function of its seed only, whatever the chunking into calls.
+    `preprocess(key, batch)`, when given, runs on each batch with a key of its own.
     """
 
     def train_loop(state, data):
-        def body(state, _):
+        def body(state, streamed_batch):
             batch_key, step_key = jax.random.split(jax.random.fold_in(state.key, state.step))
-            return train_step(state, batch_fn(batch_key, data), step_key)
+            batch = streamed_batch if streamed else draw_batch(batch_key, data, batch_size)
+            if preprocess is not None:
+                batch = preprocess(jax.random.fold_in(batch_key, 1), batch)
+            return train_step(state, batch, step_key)
 
-        return jax.lax.scan(body, state, None, length=num_steps)
+        if streamed:
+            return jax.lax.scan(body, state, data)
+        return jax.lax.scan(body, state, None, length=steps_per_call)
 
     return train_loop
 
 
 # ----------------------------------------------------------------------------- state
-
-def initial_hparams(config) -> dict:
-    """float32 scalars restart_prob, particle_step_size, temperature from the config."""
-    return dict(restart_prob=jnp.float32(config.train.restart_prob),
-                particle_step_size=jnp.float32(config.sampler.step_size),
-                temperature=jnp.float32(config.sampler.temperature))
-
 
 def with_hyperparams(state: TrainState, **values) -> TrainState:
     """A state with some swept hyperparameters replaced (sampler ones or learning rates).
@@ -270,37 +332,51 @@ def with_hyperparams(state: TrainState, **values) -> TrainState:
     Each new value keeps the dtype and the device placement of the one it replaces,
     so the jitted train loop sees the same input types and does not recompile.
     """
-    hparams, injected = dict(state.hparams), dict(state.opt_state.hyperparams)
+    hparams = dict(state.hparams)
+    injected = injected_hyperparams(state.opt_state)
 
     def like(old, value):
         old = jnp.asarray(old)
         new = jnp.asarray(value, old.dtype)
         return jax.device_put(new, old.sharding) if isinstance(old, jax.Array) else new
 
+    optimizer_values = {}
     for name, value in values.items():
         if name in hparams:
             hparams[name] = like(hparams[name], value)
         elif name in injected:
-            injected[name] = like(injected[name], value)
+            optimizer_values[name] = like(injected[name], value)
         else:
             raise KeyError(f"{name!r} is not a hyperparameter of this state; known: "
                            f"{sorted(hparams) + sorted(injected)}")
-    opt_state = state.opt_state._replace(hyperparams=injected)
-    return state._replace(hparams=hparams, opt_state=opt_state)
+    return state._replace(hparams=hparams,
+                          opt_state=set_hyperparams(state.opt_state, **optimizer_values))
 
 
-def make_init(config, module, optimizer, manifold: str) -> Callable:
-    """init(key, data) -> TrainState: θ from the module's init, particles all restarted."""
-    num_particles = config.sampler.num_particles
-    restart_kwargs = restart_options(config, manifold)
+def make_init(energy, optimizer, sampler: Sampler | None, restart: RestartPolicy | None,
+              num_particles: int, hparams: dict, preprocess: Callable | None = None) -> Callable:
+    """init(key, data) -> TrainState: θ from the energy's init on one item, particles all
+    restarted (at items of `data`, or at noise), the sampler's initial state.
+
+    hparams: initial float values of restart_prob, particle_step_size, temperature.
+    """
+    energy = as_energy(energy)
+    restart = restart or RestartPolicy()
 
     def init(key, data):
         param_key, particle_key = jax.random.split(key)
-        params = module.init(param_key, data[0])
-        empty = jnp.zeros((num_particles, data.shape[-1]), data.dtype)
-        particles, _ = restart_particles(particle_key, empty, data, 1.0, 0, **restart_kwargs)
+        if preprocess is not None:
+            data = preprocess(jax.random.fold_in(key, 2), data)
+        params = energy.init(param_key, jax.tree.map(lambda leaf: leaf[0], data))
+        particles, sampler_state = None, ()
+        if sampler is not None:
+            empty = jax.tree.map(lambda leaf: jnp.zeros((num_particles, *leaf.shape[1:]),
+                                                        leaf.dtype), data)
+            particles, _ = restart_particles(particle_key, empty, data, 1.0, 0, restart)
+            sampler_state = sampler.init(jax.random.fold_in(key, 1), params, particles)
         return TrainState(params=params, opt_state=optimizer.init(params), particles=particles,
-                          step=jnp.zeros((), jnp.int32), key=key, hparams=initial_hparams(config))
+                          sampler_state=sampler_state, step=jnp.zeros((), jnp.int32), key=key,
+                          hparams={k: jnp.float32(v) for k, v in hparams.items()})
 
     return init
 
@@ -308,61 +384,108 @@ def make_init(config, module, optimizer, manifold: str) -> Callable:
 # ----------------------------------------------------------------------------- devices
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh ('data',) over the first `num_devices` devices (all by default), Auto axes."""
+    """A 1-D mesh ('data',) over the first `num_devices` devices of all processes, Auto axes."""
     devices = jax.devices()[:num_devices]
     return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
-def state_shardings(abstract_state: TrainState, mesh) -> TrainState:
-    """Replicated everything, particles sharded along their leading axis."""
-    replicated = NamedSharding(mesh, P())
+def state_shardings(abstract_state: TrainState, mesh, sampler: Sampler | None) -> TrainState:
+    """Replicated everything; particles, and the sampler-state leaves that have a particle
+    axis, sharded along their leading axis."""
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     shardings = jax.tree.map(lambda _: replicated, abstract_state)
+    sampler_shardings = shardings.sampler_state
+    if sampler is not None and sampler.particle_axes is not None:
+        sampler_shardings = jax.tree.map(lambda flag: sharded if flag else replicated,
+                                         sampler.particle_axes(abstract_state.sampler_state))
     return shardings._replace(
-        particles=jax.tree.map(lambda _: NamedSharding(mesh, P("data")), abstract_state.particles))
+        particles=jax.tree.map(lambda _: sharded, abstract_state.particles),
+        sampler_state=sampler_shardings)
 
 
-def data_sharding(num_rows: int, mesh) -> NamedSharding:
-    """Rows sharded over 'data' when they divide evenly, replicated otherwise."""
-    return NamedSharding(mesh, P("data") if num_rows % mesh.size == 0 else P())
+def leading_axis_sharding(num_rows: int, mesh, axis: int = 0) -> NamedSharding:
+    """Axis `axis` sharded over 'data' when its size divides the device count, else replicated."""
+    spec = (None,) * axis + ("data",)
+    return NamedSharding(mesh, P(*spec) if num_rows % mesh.size == 0 else P())
 
 
-def make_trainer(config, data_shape: tuple[int, ...], manifold: str = "euclidean",
-                 num_devices: int | None = None, steps_per_call: int | None = None) -> Trainer:
-    """Build the energy, optimizer, sampler and the jitted init and train loop.
+def _global_array(host_tree, mesh, axis: int, process_local: bool):
+    """Host pytree -> global jax.Arrays sharded on `axis` (replicated when indivisible).
 
-    data_shape: (n, d) of the on-device data set. steps_per_call: steps per
-    `train_loop` call (default `config.train.log_every`).
+    process_local: each process holds only its rows of `axis` (its share of a streamed
+    chunk); otherwise every process holds the whole array.
     """
-    mesh = make_mesh(num_devices)
-    if config.sampler.num_particles % mesh.size:
-        raise ValueError(f"sampler.num_particles={config.sampler.num_particles} must be divisible "
-                         f"by the device count {mesh.size}")
-    module = get_energy(config)
-    energy_fn = make_energy_fn(module)
-    optimizer = get_optimizer(config)
-    train_step = make_train_step(config, energy_fn, optimizer, manifold)
-    init = make_init(config, module, optimizer, manifold)
 
-    abstract_state = jax.eval_shape(init, jax.random.key(0),
-                                    jax.ShapeDtypeStruct(data_shape, jnp.float32))
-    shardings = state_shardings(abstract_state, mesh)
-    data_sh = data_sharding(data_shape[0], mesh)
+    def place(leaf):
+        leaf = np.asarray(leaf)
+        if process_local:
+            global_shape = list(leaf.shape)
+            global_shape[axis] *= jax.process_count()
+            sharding = leading_axis_sharding(global_shape[axis], mesh, axis)
+            return jax.make_array_from_process_local_data(sharding, leaf, tuple(global_shape))
+        sharding = leading_axis_sharding(leaf.shape[axis], mesh, axis)
+        return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+
+    return jax.tree.map(place, host_tree)
+
+
+def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
+                 data, sampler: Sampler | None = None, restart: RestartPolicy | None = None,
+                 num_particles: int = 0, particle_step_size: float = 0.01,
+                 temperature: float = 1.0, streamed: bool = False, batch_size: int = 0,
+                 preprocess: Callable | None = None, steps_per_call: int = 100,
+                 mesh: jax.sharding.Mesh | None = None) -> Trainer:
+    """Build the jitted, sharded init and train loop from objects.
+
+    data: a pytree of arrays or ShapeDtypeStructs with the structure, trailing shape and
+      stored dtype of the data: the resident set (n, ...), or one streamed batch (B, ...).
+    num_particles: N (with a sampler; a multiple of the device count).
+    particle_step_size, temperature: initial h and T (state.hparams; the restart
+      probability comes from `restart.prob`).
+    streamed, batch_size, preprocess, steps_per_call: see `make_train_loop`.
+    """
+    mesh = mesh or make_mesh()
+    energy = as_energy(energy)
+    if sampler is not None and (num_particles < 1 or num_particles % mesh.size):
+        raise ValueError(f"num_particles={num_particles} must be a positive multiple of the "
+                         f"device count {mesh.size}")
+    if sampler is not None and restart is not None and restart.antithetic and num_particles % 2:
+        raise ValueError(f"num_particles={num_particles} must be even for antithetic pairs")
+    restart = restart or RestartPolicy()
+    hparams = dict(temperature=temperature)
+    if sampler is not None:
+        hparams.update(restart_prob=restart.prob, particle_step_size=particle_step_size)
+    train_step = make_train_step(energy.energy_fn, objective, optimizer, sampler, restart)
+    init = make_init(energy, optimizer, sampler, restart, num_particles, hparams, preprocess)
+
+    example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
+    num_rows = leading_size(example)
+    abstract_state = jax.eval_shape(init, jax.random.key(0), example)
+    shardings = state_shardings(abstract_state, mesh, sampler)
     replicated = NamedSharding(mesh, P())
-    loop = make_train_loop(train_step, make_batch_fn(config.data.get("batch_size")),
-                           steps_per_call or config.train.log_every)
+    batch_sh = jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh), example)
+    loop_sh = (jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh, axis=1), example)
+               if streamed else batch_sh)
+    loop = make_train_loop(train_step, steps_per_call, streamed=streamed, batch_size=batch_size,
+                           preprocess=preprocess)
+    jitted_init = jax.jit(lambda key_data, batch: init(jax.random.wrap_key_data(key_data), batch),
+                          in_shardings=(replicated, batch_sh), out_shardings=shardings)
+
+    def init_from_key(key, batch):
+        # Raw key data is a host value every process can pass to a multi-process jit.
+        return jitted_init(np.asarray(jax.random.key_data(key)), batch)
+
     return Trainer(
-        init=jax.jit(init, in_shardings=(replicated, data_sh), out_shardings=shardings),
+        init=init_from_key,
         train_step=train_step,
-        train_loop=jax.jit(loop, in_shardings=(shardings, data_sh),
+        train_loop=jax.jit(loop, in_shardings=(shardings, loop_sh),
                            out_shardings=(shardings, replicated), donate_argnums=0),
-        energy_fn=energy_fn,
+        put=lambda host: _global_array(host, mesh, 1 if streamed else 0, process_local=streamed),
+        put_batch=lambda host: _global_array(host, mesh, 0, process_local=streamed),
+        energy_fn=energy.energy_fn,
         mesh=mesh,
         abstract_state=jax.tree.map(
             lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
             abstract_state, shardings),
     )
 
-
-def put_data(data, trainer: Trainer) -> jax.Array:
-    """Place an (n, d) host array on the trainer's mesh with `data_sharding`."""
-    return jax.device_put(jnp.asarray(data, jnp.float32), data_sharding(data.shape[0], trainer.mesh))

@@ -17,7 +17,8 @@ def base_config() -> ml_collections.ConfigDict:
     data.dim = 15
     data.num_train = 10_000
     data.num_test = 10_000
-    data.batch_size = 0              # 0: full batch every step
+    data.batch_size = 0              # 0: full batch every step (resident data only)
+    data.streamed = False            # True: the host streams chunks of batches (stored dtype)
     data.mixture_weights = [0.5, 0.5]
     data.mixture_separation = 4.0
     data.mixture_std = 0.5
@@ -48,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.num_steps = 1            # K sampler steps per train step
     sampler.antithetic = True
     sampler.num_integration_steps = 1  # hmc only
+    sampler.target_acceptance = ml_collections.config_dict.placeholder(float)  # mala: adapt h to this
+    sampler.adaptation_rate = 0.05   # mala: gain of the Robbins-Monro step-size rule
 
     config.train = train = ml_collections.ConfigDict()
     train.num_steps = 4000

@@ -15,7 +15,6 @@ sampler temperature, so every metric uses E_θ/T.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from ebmdual import evaluation
@@ -36,7 +35,9 @@ def temperature_scaled(energy_fn):
 
 
 def make_evaluator(config, dataset, energy_fn):
-    """evaluate(params, particles, temperature) -> {metric name: float}."""
+    """evaluate(params, particles, temperature) -> {metric name: float}.
+
+    particles: host array (N, d), or None when the objective trained without a sampler."""
     dim = dataset.train.shape[-1]
     grid = config.eval.grid_size
     model = temperature_scaled(energy_fn)
@@ -62,14 +63,9 @@ def make_evaluator(config, dataset, energy_fn):
             if dataset.mixture is not None:
                 masses = evaluation.mode_mass_2d(model, params, dataset.mixture, box, 2 * grid)
                 out.update({f"mode_mass_{k}": m for k, m in enumerate(np.asarray(masses))})
-        if dataset.mixture is not None:
+        if dataset.mixture is not None and particles is not None:
             weights = evaluation.mode_weights_from_samples(particles, dataset.mixture)
             out.update({f"particle_mode_weight_{k}": w for k, w in enumerate(np.asarray(weights))})
         return {k: float(v) for k, v in out.items()}
 
     return evaluate
-
-
-def evaluate_on_host(evaluate, state) -> dict:
-    """Run `evaluate` on a TrainState (pulls the temperature to the host once)."""
-    return evaluate(state.params, state.particles, float(jax.device_get(state.hparams["temperature"])))

@@ -38,12 +38,15 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jax.experimental import multihost_utils
+
 from ebmdual.checkpoint import Checkpointer
-from ebmdual.data import get_dataset
+from ebmdual.data import get_dataset, stream
 from ebmdual.optim import learning_rates
-from ebmdual.train import make_trainer, put_data, with_hyperparams
+from ebmdual.train import with_hyperparams
 from experiments import plots
-from experiments.evaluate import evaluate_on_host, make_evaluator, temperature_scaled
+from experiments.evaluate import make_evaluator, temperature_scaled
+from experiments.registry import build_trainer
 from experiments.validation import validate_config
 
 PROGRESS_KEYS = ("loss", "energy_gap", "kl", "test_nll")
@@ -116,14 +119,20 @@ def prepare_workdir(workdir: Path, config, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------- metrics
 
 class MetricsLog:
-    """JSON lines in `path`, flushed on every write, also kept in memory for plots."""
+    """JSON lines in `path`, flushed on every write, also kept in memory for plots.
 
-    def __init__(self, path: Path):
+    enabled=False (processes other than 0) keeps the rows in memory and touches no file.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
+        self.enabled = enabled
         self.rows: list[dict] = []
 
     def write(self, row: dict) -> None:
         self.rows.append(row)
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -133,6 +142,9 @@ class MetricsLog:
 
     def truncate(self, step: int) -> None:
         """Keep the lines up to `step` (and every rollback record), on disk too."""
+        if not self.enabled:
+            self.rows = [r for r in self.rows if r["step"] <= step or r["kind"] == "rollback"]
+            return
         lines = self.path.read_text().splitlines() if self.path.exists() else []
         self.rows = [r for r in map(json.loads, lines) if r["step"] <= step or r["kind"] == "rollback"]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
@@ -189,20 +201,47 @@ class PreemptionFlag:
 
 # ----------------------------------------------------------------------------- plots
 
-def save_plots(dataset, trainer, state, log: MetricsLog, workdir: Path) -> None:
-    """metrics.png, and samples.png for 2-D and S^2 tasks."""
+def save_plots(dataset, trainer, params, particles, temperature: float, log: MetricsLog,
+               workdir: Path) -> None:
+    """metrics.png, and samples.png for 2-D and S^2 tasks. particles: host arrays or None."""
     plots.plot_metrics(log.rows_of("train"), log.rows_of("eval"), str(workdir / "metrics.png"))
     model = temperature_scaled(trainer.energy_fn)
-    params = (state.params, float(jax.device_get(state.hparams["temperature"])))
+    model_params = (params, temperature)
     dim = dataset.train.shape[-1]
-    particles = jax.device_get(state.particles)
     if dataset.manifold == "sphere" and dim == 3:
-        plots.plot_samples_sphere(model, params, dataset.target_energy_fn,
+        plots.plot_samples_sphere(model, model_params, dataset.target_energy_fn,
                                   dataset.target_params, dataset.train, particles,
                                   str(workdir / "samples.png"))
     elif dataset.manifold == "euclidean" and dim == 2:
-        plots.plot_samples_2d(model, params, dataset.train, particles,
+        plots.plot_samples_2d(model, model_params, dataset.train, particles,
                               dataset.box, str(workdir / "samples.png"))
+
+
+# ----------------------------------------------------------------------------- processes
+
+def host_copy(tree):
+    """NumPy copies of a pytree of (possibly multi-process) arrays, gathered whole.
+
+    Every process must call it (gathering sharded leaves is a collective)."""
+
+    def fetch(leaf):
+        if leaf is None or not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return None if leaf is None else np.asarray(leaf)
+        if leaf.is_fully_replicated:
+            return np.asarray(leaf.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree.map(fetch, tree)
+
+
+def evaluate_on_host(evaluate, state) -> dict:
+    """Evaluate a TrainState: every process gathers the particles, process 0 evaluates
+    (the others return {})."""
+    params, particles = host_copy(state.params), host_copy(state.particles)
+    temperature = float(host_copy(state.hparams["temperature"]))
+    if jax.process_index() != 0:
+        return {}
+    return evaluate(params, particles, temperature)
 
 
 # ----------------------------------------------------------------------------- run
@@ -265,6 +304,51 @@ def roll_back(divergence, position: Position, checkpoints, trainer, train_cfg, l
     return rolled
 
 
+class DataFeed:
+    """What `train_loop` reads, chunk after chunk: the resident data set every time, or
+    streamed chunks of batches (read by a background thread, one chunk ahead)."""
+
+    def __init__(self, components, dataset, seed: int, chunk: int):
+        self.trainer, self.streamed = components.trainer, components.streamed
+        self.batch_size, self.seed, self.chunk = components.batch_size, seed, chunk
+        self._prefetcher = None
+        if self.streamed:
+            self.source = stream.ArraySource(dataset.train)
+        else:
+            self.resident = self.trainer.put(dataset.train)
+
+    def init_data(self):
+        """What `trainer.init` takes: the resident set, or the batch of step 0."""
+        if not self.streamed:
+            return self.resident
+        batch = stream.read_chunk(self.source, self.seed, 0, 1, self.batch_size,
+                                  jax.process_index(), jax.process_count())
+        return self.trainer.put_batch(jax.tree.map(lambda leaf: leaf[0], batch))
+
+    def start(self, step: int) -> None:
+        """Stream from `step` on (after a start, a resume or a rollback)."""
+        self.close()
+        if self.streamed:
+            self._prefetcher = stream.Prefetcher(stream.chunks(
+                self.source, self.seed, step, self.chunk, self.batch_size,
+                jax.process_index(), jax.process_count()))
+
+    def next(self):
+        return self.trainer.put(next(self._prefetcher)) if self.streamed else self.resident
+
+    def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+
+
+def any_process(flag: bool) -> bool:
+    """True when `flag` is set in any process (all processes must call this together)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool = False,
                        resume_hint: str | None = None) -> dict:
     """Train the configured model in `workdir` (resuming if it holds a checkpoint).
@@ -272,34 +356,45 @@ def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool =
     Returns the summary, also written to summary.json. Raises ConfigError,
     WorkdirError, DatasetError, Preempted or Diverged with a one-paragraph message;
     `resume_hint` is the command that Preempted tells the user to run.
+
+    Under several processes (`jax.distributed.initialize()` before the call) every
+    process runs this function on its share of the devices and of each batch; only
+    process 0 writes files and prints, and orbax writes the checkpoints of all.
     """
     validate_config(config, num_devices=jax.device_count())
     workdir = Path(workdir)
-    prepare_workdir(workdir, config, overwrite)
+    primary = jax.process_index() == 0
+    if primary:
+        prepare_workdir(workdir, config, overwrite)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("ebmdual: workdir ready")
     train_cfg = config.train
     data_key, run_key = jax.random.split(jax.random.key(config.seed))
     dataset = get_dataset(config, data_key)
-    trainer = make_trainer(config, dataset.train.shape, dataset.manifold)
-    data = put_data(dataset.train, trainer)
+    components = build_trainer(config, dataset)
+    trainer = components.trainer
+    feed = DataFeed(components, dataset, config.seed, train_cfg.log_every)
     evaluate = make_evaluator(config, dataset, trainer.energy_fn)
-    log = MetricsLog(workdir / "metrics.jsonl")
+    log = MetricsLog(workdir / "metrics.jsonl", enabled=primary)
     checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
-    position = start_or_resume(checkpoints, trainer, lambda: trainer.init(run_key, data),
+    position = start_or_resume(checkpoints, trainer, lambda: trainer.init(run_key, feed.init_data()),
                                evaluate, log, workdir, config)
 
     num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
     first_step, start, latest = position.step, time.perf_counter(), {}
+    feed.start(position.step)
     # Signals only set a flag until this function returns: during the loop they stop it
     # at the next chunk boundary with a checkpoint; after it, the finished run completes.
     with PreemptionFlag() as preemption:
         bar = tqdm(total=num_steps, initial=position.step, desc="train", unit="step",
-                   disable=not progress)
+                   disable=not (progress and primary))
         while position.step < num_steps:
-            state, metrics = trainer.train_loop(position.state, data)
+            state, metrics = trainer.train_loop(position.state, feed.next())
             metrics = jax.device_get(metrics)
             divergence = find_divergence(metrics, position.step + 1, train_cfg.max_energy_gap)
             if divergence is not None:
                 position = roll_back(divergence, position, checkpoints, trainer, train_cfg, log)
+                feed.start(position.step)
                 bar.reset(total=num_steps)
                 bar.update(position.step)
                 continue
@@ -312,24 +407,29 @@ def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool =
                 log.write(row)
                 latest.update(row)
             # Read the flag once: a signal landing between the save and the stop checks
-            # would otherwise stop without the checkpoint it promises.
-            stopping = preemption.raised is not None and step < num_steps
+            # would otherwise stop without the checkpoint it promises. All processes
+            # agree on it, so that they save and stop together.
+            stopping = any_process(preemption.raised is not None) and step < num_steps
             if step % train_cfg.checkpoint_every == 0 or step >= num_steps or stopping:
                 save_checkpoint(checkpoints, position, config)
             bar.update(chunk)
             bar.set_postfix({k: f"{latest[k]:.4g}" for k in PROGRESS_KEYS if k in latest})
             if stopping:
                 bar.close()
+                feed.close()
                 checkpoints.close()
-                raise Preempted(f"{preemption.raised} received: saved a checkpoint at step {step} "
-                                f"of {num_steps}. Resume with: "
+                raise Preempted(f"{preemption.raised or 'a signal to another process'} received: "
+                                f"saved a checkpoint at step {step} of {num_steps}. Resume with: "
                                 f"{resume_hint or 'the same call on workdir ' + str(workdir)}")
         bar.close()
+        feed.close()
         seconds = time.perf_counter() - start
         checkpoints.close()
         summary = summarize(position, log, trainer, seconds, first_step)
-        save_plots(dataset, trainer, position.state, log, workdir)
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        params, particles = host_copy(position.state.params), host_copy(position.state.particles)
+        if primary:
+            save_plots(dataset, trainer, params, particles, summary["temperature"], log, workdir)
+            (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -340,8 +440,9 @@ def summarize(position: Position, log: MetricsLog, trainer, seconds: float, firs
     return {
         "steps": position.step, "seconds_this_session": seconds,
         "steps_per_second_this_session": trained / seconds if trained else None,
-        "temperature": float(jax.device_get(position.state.hparams["temperature"])),
-        "devices": f"{trainer.mesh.size} x {jax.devices()[0].platform}",
+        "temperature": float(host_copy(position.state.hparams["temperature"])),
+        "devices": f"{trainer.mesh.size} x {jax.devices()[0].platform}"
+                   + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
         "rollbacks": position.rollbacks, "lr_scale": position.lr_scale,
-        "initial": evals[0], "final": evals[-1],
+        "initial": evals[0] if evals else {}, "final": evals[-1] if evals else {},
     }

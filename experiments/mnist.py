@@ -15,6 +15,7 @@ def get_config():
     config.data.num_train = 8000
     config.data.num_test = 2000
     config.data.batch_size = 128
+    config.data.streamed = True      # uint8 pixels streamed in chunks, cast on the device
     config.model.name = "mlp"
     config.model.hidden_sizes = (256, 256)
     config.optim.name = "adam"

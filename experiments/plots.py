@@ -55,6 +55,9 @@ def plot_samples_2d(model, params, data, particles, box, path: str, num: int = 2
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     for ax, points, title in ((axes[0], data, "data"), (axes[1], particles, "particles")):
         ax.imshow(density, origin="lower", extent=(*box, *box), cmap="viridis")
+        if points is None:  # trained without a sampler: the density alone
+            ax.set_title("exp(−E/T) (no particles: score-matching objective)")
+            continue
         pts = np.asarray(points)[:2000]
         ax.scatter(pts[:, 0], pts[:, 1], s=1, c="white", alpha=0.5)
         ax.set_title(f"exp(−E/T) and {title}")
@@ -84,8 +87,9 @@ def plot_samples_sphere(model, params, target, target_params, data, particles, p
         energy = _energy_on(fn, p, grid).reshape(num, 2 * num)
         ax.imshow(np.exp(-(energy - energy.min())), origin="lower", aspect="auto",
                   extent=(-np.pi, np.pi, -1, 1), cmap="viridis")
-        theta, az = spherical_angles(np.asarray(points)[:2000])
-        ax.scatter(az, np.cos(theta), s=1, c="white", alpha=0.4)
+        if points is not None:  # None: trained without a sampler
+            theta, az = spherical_angles(np.asarray(points)[:2000])
+            ax.scatter(az, np.cos(theta), s=1, c="white", alpha=0.4)
         ax.set_xlabel("φ")
         ax.set_ylabel("cos ϑ")
         ax.set_title(title)

@@ -1,7 +1,10 @@
-"""The d = 3 bimodal teacher of the paper: θ1* ⊥ θ2* on S^2.
+"""The d = 3 orthogonal teacher of the paper: θ1* = e_1 ⊥ θ2* = e_2 on S^2.
 
-Student: m = 64 neurons, all output signs −1, WFR steps h_θ = 0.04, h_w = 0.02
-(a = 1), projected Langevin h_x = 0.02. Evaluated by quadrature on S^2.
+f* = −5 relu(x_1) − 5 relu(x_2) is unimodal (one minimum, at x ∝ e_1 + e_2): the
+authors' "monomodal" run, not the bimodal teacher of their published comparison
+of restart probabilities (docs/tasks.md, d = 3). Student: m = 64 neurons, all
+output signs −1, WFR steps h_θ = 0.04, h_w = 0.02 (a = 1), projected Langevin
+h_x = 0.02, n = 2000. Evaluated by quadrature on S^2.
 """
 
 from experiments.defaults import base_config

@@ -4,17 +4,18 @@
 line per problem: "config.<key>=<value>: <what is allowed>". `experiments.run`
 prints it and exits with status 2, without a traceback.
 
-Allowed names come from the modules that implement them (one source of truth).
+Allowed names come from the registry that builds the objects (`experiments.registry`),
+so adding an entry there is all it takes to allow its name here.
 """
 
 from __future__ import annotations
 
 from ebmdual.data import DATASET_NAMES
-from ebmdual.optim import OPTIMIZERS, REGIMES
-from ebmdual.samplers import SAMPLERS
-from ebmdual.train import OBJECTIVES, RESTART_SCHEDULES, RESTART_TARGETS, SPHERE_OBJECTIVES
+from ebmdual.train import RESTART_SCHEDULES, RESTART_TARGETS
+from experiments.registry import (ANTITHETIC_SAMPLERS, ENERGIES, OBJECTIVES, OPTIMIZERS,
+                                  PARTICLE_OBJECTIVES, REGIMES, SAMPLERS, SHALLOW_OPTIMIZERS,
+                                  SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS)
 
-MODELS = ("shallow", "mlp")
 SPHERE_DATASETS = ("teacher",)
 TOY_DATASETS = ("eight_gaussians", "rings", "checkerboard")
 DIVERGENCE_ACTIONS = ("stop", "rollback")
@@ -55,6 +56,10 @@ def _problems(config, num_devices: int):
     yield need(isinstance(data.batch_size, int) and 0 <= data.batch_size <= data.num_train,
                "data.batch_size", data.batch_size,
                f"0 (full batch) or an integer in [1, data.num_train={data.num_train}]")
+    if data.streamed:
+        yield need(isinstance(data.batch_size, int) and data.batch_size >= 1
+                   and data.batch_size % num_devices == 0, "data.batch_size", data.batch_size,
+                   f"a positive multiple of the device count {num_devices} with data.streamed=True")
     if data.name == "mixture":
         weights = list(data.mixture_weights)
         yield need(len(weights) >= 1 and all(w >= 0 for w in weights) and sum(weights) > 0,
@@ -64,8 +69,8 @@ def _problems(config, num_devices: int):
         yield positive("data.mixture_std", data.mixture_std)
 
     on_sphere = data.name in SPHERE_DATASETS
-    yield one_of("model.name", model.name, MODELS)
-    if model.name == "shallow":
+    yield one_of("model.name", model.name, tuple(ENERGIES))
+    if model.name in SPHERE_ENERGIES:
         yield need(on_sphere, "model.name", model.name,
                    f"'mlp' for data in R^d ({data.name!r}); 'shallow' needs data on the sphere")
         yield count("model.num_neurons", model.num_neurons)
@@ -81,8 +86,8 @@ def _problems(config, num_devices: int):
                    "model.hidden_sizes", tuple(sizes), "a non-empty list of integers >= 1")
     yield one_of("model.regime", model.regime, REGIMES)
 
-    yield one_of("optim.name", optim.name, OPTIMIZERS)
-    if optim.name == "wfr":
+    yield one_of("optim.name", optim.name, tuple(OPTIMIZERS))
+    if optim.name in SHALLOW_OPTIMIZERS:
         yield need(model.name == "shallow", "optim.name", optim.name,
                    f"'adam' or 'sgd' for model.name={model.name!r}; 'wfr' needs 'shallow'")
         yield positive("optim.feature_learning_rate", optim.feature_learning_rate)
@@ -93,15 +98,15 @@ def _problems(config, num_devices: int):
         yield positive("optim.learning_rate", optim.learning_rate)
     yield need(optim.grad_clip >= 0, "optim.grad_clip", optim.grad_clip, "0 (off) or a number > 0")
 
-    yield one_of("sampler.name", sampler.name, SAMPLERS)
+    yield one_of("sampler.name", sampler.name, tuple(SAMPLERS))
     if on_sphere:
-        yield need(sampler.name == "ula", "sampler.name", sampler.name,
+        yield need(sampler.name in SPHERE_SAMPLERS, "sampler.name", sampler.name,
                    "'ula' (projected Langevin) for data on the sphere")
     yield count("sampler.num_particles", sampler.num_particles)
     yield need(sampler.num_particles % num_devices == 0, "sampler.num_particles",
                sampler.num_particles, f"a multiple of the device count {num_devices}")
     if sampler.antithetic:
-        yield need(sampler.name == "ula", "sampler.antithetic", sampler.antithetic,
+        yield need(sampler.name in ANTITHETIC_SAMPLERS, "sampler.antithetic", sampler.antithetic,
                    f"False for sampler.name={sampler.name!r} (antithetic pairs are ULA only)")
         yield need(sampler.num_particles % 2 == 0, "sampler.num_particles",
                    sampler.num_particles, "an even number with sampler.antithetic=True")
@@ -109,8 +114,18 @@ def _problems(config, num_devices: int):
     yield positive("sampler.temperature", sampler.temperature)
     yield count("sampler.num_steps", sampler.num_steps)
     yield count("sampler.num_integration_steps", sampler.num_integration_steps)
+    target = sampler.target_acceptance
+    yield need(target is None or (isinstance(target, float) and 0 < target < 1),
+               "sampler.target_acceptance", target, "None (no adaptation) or a value in (0, 1)")
+    if target is not None:
+        yield need(sampler.name == "mala", "sampler.target_acceptance", target,
+                   f"None for sampler.name={sampler.name!r} (step-size adaptation is MALA's)")
+    yield positive("sampler.adaptation_rate", sampler.adaptation_rate)
+    if train.loss not in PARTICLE_OBJECTIVES:
+        yield need(sampler.temperature == 1, "sampler.temperature", sampler.temperature,
+                   f"1 for train.loss={train.loss!r} (score matching fits exp(-E): no temperature)")
 
-    yield one_of("train.loss", train.loss, SPHERE_OBJECTIVES if on_sphere else OBJECTIVES)
+    yield one_of("train.loss", train.loss, SPHERE_OBJECTIVES if on_sphere else tuple(OBJECTIVES))
     yield need(0 <= train.restart_prob <= 1, "train.restart_prob", train.restart_prob,
                "a probability in [0, 1]")
     yield one_of("train.restart_schedule", train.restart_schedule, RESTART_SCHEDULES)

@@ -19,16 +19,17 @@ TINY_NUM_DATA = 64
 TINY_NUM_PARTICLES = 64
 TINY_NUM_NEURONS = 8
 TINY_LOG_EVERY = 5
-TEACHER_SIGNED_WEIGHT = -10.0  # DESIGN §4: two neurons with c_i w_i = −10
+TEACHER_SIGNED_WEIGHT = -10.0  # docs/tasks.md, Teacher: two neurons with c_i w_i = −10
 
 
 def sample_tiny_teacher(num: int, dim: int = TINY_DIM, seed: int = 0) -> np.ndarray:
     """Exact samples of p* ∝ exp(−f*) on S^{dim−1}, by rejection from the uniform law.
 
     f*(x) = (1/2) Σ_i (−10) relu(⟨e_i, x⟩) over the first two coordinate axes (the
-    d = 3 teacher of DESIGN §4, θ1* ⊥ θ2*). min f* = −5√2 at x ∝ e_1 + e_2, so the
-    acceptance probability exp(−(f* − min f*)) is ≤ 1. Written in NumPy, independent
-    of `ebmdual.data`. Returns (num, dim) float32 with unit rows.
+    orthogonal d = 3 teacher of docs/tasks.md, d = 3, θ1* ⊥ θ2*). It is unimodal:
+    its only minimum is min f* = −5√2 at x ∝ e_1 + e_2, so the acceptance
+    probability exp(−(f* − min f*)) is ≤ 1. Written in NumPy, independent of
+    `ebmdual.data`. Returns (num, dim) float32 with unit rows.
     """
     rng = np.random.default_rng(seed)
     accepted = []
@@ -60,7 +61,7 @@ def tiny_teacher_config_dict():
     """The d = 3 teacher task shrunk to seconds: n = 64, N = 64 antithetic walkers, m = 8.
 
     WFR steps
-    h_θ = 0.04, h_w = 0.02, projected Langevin h_x = 0.02 at T = 1 (DESIGN §4),
+    h_θ = 0.04, h_w = 0.02, projected Langevin h_x = 0.02 at T = 1 (docs/tasks.md),
     half the output signs +1 so both signs are exercised; 5 steps per compiled call.
     """
     config = base_config()
@@ -87,3 +88,14 @@ def make_tiny_teacher_config():
 def tiny_teacher_config():
     """A fresh tiny teacher ConfigDict per test (tests override fields freely)."""
     return tiny_teacher_config_dict()
+
+
+def build_trainer(config, data, manifold: str = "sphere", num_devices=None, name=None):
+    """The harness's trainer for `config` on host `data` (experiments.registry), with the
+    resident data placed on its mesh: (trainer, device data)."""
+    from ebmdual.data import Dataset
+    from experiments.registry import build_trainer as build
+
+    dataset = Dataset(name or config.data.name, data, data, manifold)
+    trainer = build(config, dataset, num_devices=num_devices).trainer
+    return trainer, trainer.put(data)

@@ -1,7 +1,9 @@
 """Tests of ebmdual.evaluation against closed forms and independent estimators.
 
-Statistical checks use a tolerance of 4 standard errors computed from the
-estimator itself (delta method where the estimator is nonlinear); seeds are fixed.
+Statistical checks use fixed seeds and a tolerance of NUM_SE = 4 standard errors:
+the estimator's own standard error (delta method where it is nonlinear), or, where
+a test says so, the true standard error derived in closed form. Quadrature checks
+state the quadrature error they allow.
 """
 
 import jax
@@ -12,6 +14,8 @@ from scipy.stats import norm
 
 from ebmdual import evaluation
 from ebmdual.data import synthetic
+from experiments.defaults import base_config
+from experiments.evaluate import make_evaluator
 
 NUM_SE = 4.0  # tolerance of every statistical check, in standard errors
 
@@ -96,17 +100,96 @@ def test_kl_importance_sampling_matches_quadrature(teacher, half_teacher, teache
     np.testing.assert_allclose(itself.value, 0.0, atol=1e-6)
 
 
-def test_log_partition_estimators(teacher, half_teacher, teacher_samples):
-    energy = synthetic.teacher_energy
-    target_log_z = evaluation.log_partition_uniform_mc(energy, teacher, jax.random.PRNGKey(5),
-                                                       3, 200_000)
-    assert_within_se(target_log_z, evaluation.log_partition_s2(energy, teacher))
-    model_log_z = evaluation.log_partition_importance(energy, half_teacher, energy, teacher,
-                                                      teacher_samples, target_log_z)
-    assert_within_se(model_log_z, evaluation.log_partition_s2(energy, half_teacher))
-    nll = evaluation.negative_log_likelihood(energy, half_teacher, teacher_samples,
+def log_z_von_mises_fisher(kappa):
+    """log Z(κ) = log E_σ[exp(κ x_3)] = log(sinh κ/κ) on S² (Z(0) = 1)."""
+    kappa = np.asarray(kappa, np.float64)
+    return np.log(np.sinh(kappa) / kappa) if kappa != 0 else 0.0
+
+
+def sample_von_mises_fisher_s2(seed, kappa, num):
+    """Exact samples of p ∝ exp(κ x_3) on S² (NumPy): x_3 = t by inverting its CDF
+    ∝ exp(κt) on [−1, 1], and a uniform azimuth. (num, 3) float32."""
+    rng = np.random.default_rng(seed)
+    u, azimuth = rng.uniform(size=num), rng.uniform(0.0, 2 * np.pi, num)
+    t = 1.0 + np.log(u + (1.0 - u) * np.exp(-2.0 * kappa)) / kappa
+    radius = np.sqrt(np.clip(1.0 - t**2, 0.0, None))
+    return np.stack([radius * np.cos(azimuth), radius * np.sin(azimuth), t], 1).astype(np.float32)
+
+
+def log_mean_exp_standard_error(log_first_moment, log_second_moment, num):
+    """True SE of log mean_i Y_i (delta method): √(Var Y / (E Y)² / n) = √((E Y²/(E Y)² − 1)/n)."""
+    return np.sqrt(np.expm1(log_second_moment - 2 * log_first_moment) / num)
+
+
+def test_log_partition_estimators_von_mises_fisher():
+    """log Z estimators against the exact log Z(κ) = log(sinh κ/κ) of the vMF on S².
+
+    Tolerance: NUM_SE true standard errors, derived in closed form (not the estimators'
+    own noisy stderr): with Y = exp(−E(x)), the delta-method SE of log mean_i Y_i is
+    √((E Y²/(E Y)² − 1)/n), and for vMF energies every moment is a ratio of Z's:
+    under x ~ σ, E[exp(kκx_3)] = Z(kκ); under x ~ vMF(κ*), E[exp(k(κ − κ*)x_3)]
+    = Z(κ* + k(κ − κ*))/Z(κ*). The O(1/n) bias of log mean (−Var/(2n(E Y)²), ≈ 1e-6
+    here) is negligible against these SEs (≈ 1.5e-3). Each estimate is also checked
+    to report its standard error correctly, within NUM_SE SEs of the sample standard
+    deviation, relative SE √((μ₄/σ⁴ − 1)/(4n)) (delta method on the sample variance).
+    """
+    target_kappa, model_kappa = 3.0, 2.0
+    num_uniform, num_target, num_test = 1_000_000, 100_000, 100_000
+
+    def assert_estimate(estimate, expected, true_stderr, central_moment_ratio, num):
+        assert abs(float(estimate.value) - expected) < NUM_SE * true_stderr, (
+            estimate, expected, true_stderr)
+        stderr_relative_se = np.sqrt((central_moment_ratio - 1) / (4 * num))
+        assert abs(float(estimate.stderr) / true_stderr - 1) < NUM_SE * stderr_relative_se, (
+            estimate, true_stderr)
+
+    def kurtosis(log_moment):
+        """μ₄/σ⁴ of Y/E Y from its raw moments m_k = exp(log_moment(k) − k log_moment(1))."""
+        m = [np.exp(log_moment(k) - k * log_moment(1)) for k in (1, 2, 3, 4)]
+        variance = m[1] - 1
+        return (m[3] - 4 * m[2] + 6 * m[1] - 3) / variance**2
+
+    # 1. Uniform proposals: Y = exp(κ* x_3), x ~ σ.
+    uniform_moment = lambda k: log_z_von_mises_fisher(k * target_kappa)
+    target_log_z = evaluation.log_partition_uniform_mc(
+        von_mises_fisher, target_kappa, jax.random.PRNGKey(5), 3, num_uniform)
+    uniform_se = log_mean_exp_standard_error(uniform_moment(1), uniform_moment(2), num_uniform)
+    assert_estimate(target_log_z, log_z_von_mises_fisher(target_kappa), uniform_se,
+                    kurtosis(uniform_moment), num_uniform)
+
+    # 2. Importance sampling from exact target samples: Y = exp((κ − κ*) x_3), x ~ vMF(κ*),
+    # given the exact log Z* (stderr 0) so that only this estimator's error is tested.
+    target_samples = jnp.asarray(sample_von_mises_fisher_s2(0, target_kappa, num_target))
+    ratio_moment = lambda k: (log_z_von_mises_fisher(target_kappa + k * (model_kappa - target_kappa))
+                              - log_z_von_mises_fisher(target_kappa))
+    exact_target = evaluation.Estimate(jnp.float32(log_z_von_mises_fisher(target_kappa)), 0.0)
+    model_log_z = evaluation.log_partition_importance(
+        von_mises_fisher, model_kappa, von_mises_fisher, target_kappa, target_samples, exact_target)
+    importance_se = log_mean_exp_standard_error(ratio_moment(1), ratio_moment(2), num_target)
+    assert_estimate(model_log_z, log_z_von_mises_fisher(model_kappa), importance_se,
+                    kurtosis(ratio_moment), num_target)
+
+    # 3. Chained: log Z* from step 1 (independent uniform points), so the errors add in
+    # quadrature, as the estimator's stderr claims.
+    chained = evaluation.log_partition_importance(
+        von_mises_fisher, model_kappa, von_mises_fisher, target_kappa, target_samples,
+        target_log_z)
+    chained_se = np.hypot(uniform_se, importance_se)
+    assert abs(float(chained.value) - log_z_von_mises_fisher(model_kappa)) < NUM_SE * chained_se
+    np.testing.assert_allclose(chained.stderr, np.hypot(target_log_z.stderr, model_log_z.stderr),
+                               rtol=1e-5)
+
+    # 4. NLL on independent test samples of p* against the population NLL
+    # E_{p*}[−κ x_3] + log Z(κ) = −κ A(κ*) + log Z(κ), A(κ) = coth κ − 1/κ = E_{p*}[x_3].
+    # True SE: √(κ² Var_{p*}(x_3)/n_test + SE(log Z)²), E_{p*}[x_3²] = 1 − 2A(κ*)/κ*.
+    mean_t = 1 / np.tanh(target_kappa) - 1 / target_kappa
+    variance_t = 1 - 2 * mean_t / target_kappa - mean_t**2
+    test_samples = jnp.asarray(sample_von_mises_fisher_s2(1, target_kappa, num_test))
+    nll = evaluation.negative_log_likelihood(von_mises_fisher, model_kappa, test_samples,
                                              model_log_z.value, model_log_z.stderr)
-    assert_within_se(nll, evaluation.nll_s2(energy, half_teacher, teacher_samples).value)
+    nll_se = np.sqrt(model_kappa**2 * variance_t / num_test + importance_se**2)
+    expected_nll = -model_kappa * mean_t + log_z_von_mises_fisher(model_kappa)
+    assert abs(float(nll.value) - expected_nll) < NUM_SE * nll_se, (nll, expected_nll, nll_se)
 
 
 def test_fisher_divergence_sphere(teacher, half_teacher, teacher_samples):
@@ -177,3 +260,124 @@ def test_mode_weights_from_samples():
     np.testing.assert_allclose(fractions.sum(), 1.0, rtol=1e-6)
     stderr = np.sqrt(weights * (1 - weights) / n)  # binomial standard error
     np.testing.assert_array_less(np.abs(fractions - weights), NUM_SE * stderr)
+
+
+# ---------------------------------------------------------------------------
+# The experiments' evaluator at a sampler temperature T ≠ 1: metrics of exp(−E/T)
+# ---------------------------------------------------------------------------
+
+def numpy_mixture_log_density(x, means, std, weights):
+    """log Σ_k w_k N(x; μ_k, std² I) in R², float64 (independent of ebmdual.data)."""
+    x = np.asarray(x, np.float64)
+    squared = np.sum((x[:, None, :] - means[None]) ** 2, axis=-1)
+    log_terms = np.log(weights) - 0.5 * squared / std**2 - np.log(2 * np.pi * std**2)
+    top = log_terms.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(log_terms - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def test_evaluator_2d_metrics_use_energy_over_temperature():
+    """Model E = 2·(−log p*) for the eight-Gaussians target p*: at T = 2, E/T = −log p*.
+
+    Closed forms, from NumPy, for the density exp(−E/T)/Z normalised on the grid:
+      T = 2: the target itself: test NLL = −mean log p*(x), mode masses = w_k.
+      T = 1: p*²/∫p*², ∫p*² = Σ_{k,l} w_k w_l N(μ_k; μ_l, 2σ²I) (product of Gaussians):
+             NLL = −2 mean log p*(x) + log ∫p*², mode masses w_k²/Σ_l w_l² up to the
+             cross terms k ≠ l, relative size ≤ exp(−|μ_k − μ_l|²/(8σ²)) = e⁻²⁹.
+    The components of exp(−E/T) have std s = σ√(T/2) ∈ [0.07, 0.1] (σ = 0.1): their
+    means lie ≥ 20 s inside the box [−4, 4]² and ≥ 7.6 s from their sector boundaries,
+    and the 200 × 200 midpoint grid (h = 0.04) integrates a Gaussian with relative
+    error ~2 exp(−2π² s²/h²) ≤ e⁻⁶¹. Truncation, leakage and quadrature are all below
+    float32 resolution; the tolerance is float32 rounding of sums over 4·10⁴ cells
+    (rtol 1e-5; atol 1e-6 for masses ≤ 1; observed errors ≤ 1e-6 relative).
+    """
+    weights = np.arange(1.0, 9.0) / 36
+    std = 0.1
+    config = base_config()
+    config.data.name, config.data.dim = "eight_gaussians", 2
+    config.data.mixture_weights, config.data.mixture_std = list(weights), std
+    config.data.num_train, config.data.num_test = 100, 4_000
+    dataset = synthetic.get_dataset(config, jax.random.PRNGKey(6))
+    means = np.asarray(dataset.mixture.means, np.float64)
+    np.testing.assert_allclose(dataset.mixture.stds, std)
+    assert dataset.box == (-4.0, 4.0) and config.eval.grid_size == 100
+
+    def energy_fn(mixture, x):
+        return 2.0 * synthetic.mixture_energy(mixture, x)
+
+    evaluate = make_evaluator(config, dataset, energy_fn)
+    log_density = numpy_mixture_log_density(dataset.test, means, std, weights)
+    squared_gaps = np.sum((means[:, None] - means[None]) ** 2, axis=-1)
+    overlap = np.sum(np.outer(weights, weights) * np.exp(-squared_gaps / (8 * std**2))
+                     / (4 * np.pi * std**2))  # ∫p*²
+    expected = {2.0: (-log_density.mean(), weights),
+                1.0: (-2 * log_density.mean() + np.log(overlap), weights**2 / np.sum(weights**2))}
+    for temperature, (nll, masses) in expected.items():
+        metrics = evaluate(dataset.mixture, dataset.train, temperature)
+        np.testing.assert_allclose(metrics["test_nll"], nll, rtol=1e-5, err_msg=str(temperature))
+        np.testing.assert_allclose([metrics[f"mode_mass_{k}"] for k in range(8)], masses,
+                                   rtol=1e-5, atol=1e-6, err_msg=str(temperature))
+        assert metrics["edge_mass"] < 1e-6
+
+
+def midpoint_log_z_error(kappa, num):
+    """Leading error of the num × num midpoint grid's log Z for E = −κ x_3 on S².
+
+    For g(ϑ) = f(ϑ) sin ϑ the midpoint rule on [0, π] errs by −(h²/24)(g'(π) − g'(0))
+    = (h²/24)(f(0) + f(π)), h = π/num; dividing by the same rule for f = 1 (the weights
+    are normalised to sum to 1) gives, for f = exp(κ cos ϑ), a relative error of Z of
+    (h²/24)(κ coth κ − 1) + O(h⁴).
+    """
+    return (np.pi / num) ** 2 / 24 * (kappa / np.tanh(kappa) - 1)
+
+
+@pytest.mark.parametrize("dim", [3, 5])
+def test_evaluator_sphere_metrics_use_energy_over_temperature(dim):
+    """Target p* ∝ exp(κ x_3) (vMF), model E = −2κ x_3: p_θ ∝ exp(−E/T) is the vMF of
+    κ_T = 2κ/T, equal to p* at T = 2.
+
+    Closed forms (A(κ) = coth κ − 1/κ = E_{p*}[x_3] on S²):
+      KL(p*‖p_θ) = (κ − κ_T) A(κ) + log Z(κ_T) − log Z(κ) (0 at T = 2);
+      test NLL = −κ_T mean_i x_{i,3} + log Z(κ_T), Z(κ) = sinh κ/κ;
+      Fisher divergence on the test points: (κ_T − κ)² mean_i (1 − x_{i,3}²) (exact).
+    S² metrics come from the 100 × 100 midpoint grid, whose error is the O(h²) term of
+    `midpoint_log_z_error` = δ(κ) for log Z; E_q[x_3] = d log Z/dκ on the grid, so the
+    KL errs by δ(κ_T) − δ(κ) − (κ_T − κ) δ'(κ) + O(h⁴). Tolerance: twice the leading
+    term (O(h⁴) is ~1e-3 of it) plus 1e-6 for float32 sums over 10⁴ nodes. In d = 5
+    the evaluator uses importance sampling on the test points instead, with no
+    closed form for its KL at T ≠ 2: there KL = 0 and stderr = 0 at T = 2 exactly.
+    """
+    kappa, num = 2.0, 100
+    config = base_config()
+    config.data.dim = dim
+    assert config.eval.grid_size == num
+    if dim == 3:
+        test = jnp.asarray(sample_von_mises_fisher_s2(2, kappa, 2_000))
+    else:  # not p* samples: only the Fisher identity and the T = 2 KL are checked
+        test = synthetic.sample_sphere(jax.random.PRNGKey(7), 2_000, dim)
+    dataset = synthetic.Dataset("von_mises_fisher", test[:10], test, "sphere",
+                                von_mises_fisher, kappa)
+    evaluate = make_evaluator(config, dataset, lambda k, x: von_mises_fisher(2 * k, x))
+    t = np.asarray(test[:, 2], np.float64)
+    mean_t = 1 / np.tanh(kappa) - 1 / kappa
+    error = lambda k: midpoint_log_z_error(k, num)
+    error_slope = lambda k: (error(k + 1e-4) - error(k - 1e-4)) / 2e-4
+    for temperature in (2.0, 1.0, 0.5):
+        metrics = evaluate(kappa, dataset.train, temperature)
+        kappa_t = 2 * kappa / temperature
+        fisher = (kappa_t - kappa) ** 2 * np.mean(1 - t**2)
+        np.testing.assert_allclose(metrics["fisher_divergence"], fisher, rtol=1e-5, atol=1e-6,
+                                   err_msg=str(temperature))
+        if dim > 3:
+            assert set(metrics) == {"kl", "kl_stderr", "fisher_divergence"}
+            if temperature == 2.0:
+                assert metrics["kl"] == 0.0 and metrics["kl_stderr"] == 0.0
+            else:
+                assert metrics["kl"] > 0.01
+            continue
+        kl = ((kappa - kappa_t) * mean_t + log_z_von_mises_fisher(kappa_t)
+              - log_z_von_mises_fisher(kappa))
+        kl_error = error(kappa_t) - error(kappa) - (kappa_t - kappa) * error_slope(kappa)
+        assert abs(metrics["kl"] - kl) <= 2 * abs(kl_error) + 1e-6, (temperature, metrics, kl)
+        nll = -kappa_t * t.mean() + log_z_von_mises_fisher(kappa_t)
+        assert abs(metrics["test_nll"] - nll) <= 2 * error(kappa_t) + 1e-6, (
+            temperature, metrics, nll)

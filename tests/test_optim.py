@@ -1,5 +1,6 @@
-"""Optimizers: the WFR step against the paper's formula (DESIGN §4) computed in NumPy,
-the lazy regime's frozen θ, the optax rules and their injected learning rates."""
+"""Optimizers: the WFR step against the paper's formula (docs/tasks.md, Neuron updates
+(WFR)) computed in NumPy, the lazy regime's frozen θ, the optax rules and their injected
+learning rates."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,13 @@ import pytest
 from ebmdual import losses, optim
 from ebmdual.energies import ShallowEnergy, make_energy_fn
 from experiments.defaults import base_config
+from experiments.registry import OPTIMIZERS
+from experiments.validation import ConfigError, validate_config
+
+
+def build_optimizer(config):
+    """The optimizer the harness builds for `config` (experiments.registry)."""
+    return OPTIMIZERS[config.optim.name](config)
 
 NUM_NEURONS, NUM_POSITIVE, DIM = 6, 3, 4
 
@@ -48,7 +56,7 @@ def ml_gradients(theta, w, data, particles):
 
 
 def paper_wfr_step(theta, w, data, particles, h_z, h_w, beta, train_features=True):
-    """DESIGN §4, written out independently in float64:
+    """docs/tasks.md, Neuron updates (WFR), written out independently in float64:
 
     θᵢ ← Π(θᵢ − h_z P⊥_{θᵢ} cᵢ [mean_k 1(⟨θᵢ,x_k⟩>0) x_k − mean_j 1(⟨θᵢ,X_j⟩>0) X_j]),
     wᵢ ← wᵢ exp(−h_w cᵢ [mean_k relu(⟨θᵢ,x_k⟩) − mean_j relu(⟨θᵢ,X_j⟩)]),
@@ -88,7 +96,7 @@ def test_wfr_step_equals_paper_formula(seed, cap):
     assert (expected_w.mean() < uncapped.mean()) == (cap == "binding")
 
     params, grads = ml_gradients(theta, w, data, particles)
-    optimizer = optim.get_optimizer(shallow_config(
+    optimizer = build_optimizer(shallow_config(
         feature_learning_rate=h_z, weight_learning_rate=h_w, weight_cap=beta))
     new, _ = apply(optimizer, params, grads)
     np.testing.assert_allclose(np.asarray(new["params"]["theta"]), expected_theta, atol=1e-5)
@@ -101,7 +109,7 @@ def test_wfr_lazy_keeps_theta_exactly_and_moves_w():
     params, grads = ml_gradients(theta, w, data, particles)
     config = shallow_config(feature_learning_rate=0.3, weight_learning_rate=0.7)
     config.model.regime = "lazy"
-    new, updates = apply(optim.get_optimizer(config), params, grads)
+    new, updates = apply(build_optimizer(config), params, grads)
     np.testing.assert_array_equal(np.asarray(updates["params"]["theta"]), 0.0)
     np.testing.assert_array_equal(np.asarray(new["params"]["theta"]),
                                   np.asarray(params["params"]["theta"]))
@@ -112,7 +120,7 @@ def test_wfr_lazy_keeps_theta_exactly_and_moves_w():
 def test_wfr_learning_rates_are_injected_arrays():
     theta, w, data, particles = shallow_problem(3)
     params, grads = ml_gradients(theta, w, data, particles)
-    optimizer = optim.get_optimizer(shallow_config(feature_learning_rate=0.3,
+    optimizer = build_optimizer(shallow_config(feature_learning_rate=0.3,
                                                    weight_learning_rate=0.7))
     state = optimizer.init(params)
     assert set(optim.learning_rates(state)) == {"feature_learning_rate", "weight_learning_rate"}
@@ -129,7 +137,7 @@ def test_optax_rules_and_lazy_freeze(name, regime):
     params, grads = ml_gradients(theta, w, data, particles)
     config = shallow_config(name=name, learning_rate=0.05)
     config.model.regime = regime
-    optimizer = optim.get_optimizer(config)
+    optimizer = build_optimizer(config)
     new, updates = apply(optimizer, params, grads)
     theta_update = np.asarray(updates["params"]["theta"])
     w_update = np.asarray(updates["params"]["w"])
@@ -153,21 +161,42 @@ def test_grad_clip_bounds_the_sgd_step():
     params, grads = ml_gradients(theta, w, data, particles)
     norm = float(optax.tree.norm(grads))
     clip = 0.5 * norm
-    optimizer = optim.get_optimizer(shallow_config(name="sgd", learning_rate=1.0, grad_clip=clip))
+    optimizer = build_optimizer(shallow_config(name="sgd", learning_rate=1.0, grad_clip=clip))
     _, updates = apply(optimizer, params, grads)
     expected = jax.tree.map(lambda g: -g * clip / norm, grads)
     for got, want in zip(jax.tree.leaves(updates), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
 
 
-def test_bad_optimizer_configs_raise():
-    with pytest.raises(ValueError):
-        optim.get_optimizer(shallow_config(name="lbfgs"))
-    config = shallow_config()
-    config.model.regime = "frozen"
-    with pytest.raises(ValueError):
-        optim.get_optimizer(config)
-    config = shallow_config()
-    config.model.name = "mlp"
-    with pytest.raises(ValueError):
-        optim.get_optimizer(config)
+def test_bad_optimizer_configs_are_refused_by_validation():
+    """The registry's names are what validation allows: one line per bad key."""
+    cases = [("optim.name", dict(name="lbfgs")), ("model.regime", dict(regime="frozen")),
+             ("optim.name", dict(model="mlp"))]
+    for key, change in cases:
+        config = shallow_config()
+        config.optim.name = change.get("name", config.optim.name)
+        config.model.regime = change.get("regime", config.model.regime)
+        config.model.name = change.get("model", config.model.name)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate_config(config)
+
+
+def test_plain_optax_optimizer_has_no_sweepable_rates():
+    params = {"a": jnp.ones(3)}
+    state = optax.adam(1e-3).init(params)
+    assert optim.injected_hyperparams(state) == {}
+    with pytest.raises(KeyError, match="inject_hyperparams"):
+        optim.set_hyperparams(state, learning_rate=0.1)
+
+
+def test_nested_injected_hyperparams_are_read_and_set():
+    """inject_hyperparams inside a chain: found, changed, and the change acts on the update."""
+    optimizer = optax.chain(optax.clip_by_global_norm(1e9),
+                            optax.inject_hyperparams(optax.sgd)(learning_rate=0.5))
+    params = {"a": jnp.ones(3)}
+    state = optimizer.init(params)
+    assert set(optim.injected_hyperparams(state)) == {"learning_rate"}
+    state = optim.set_hyperparams(state, learning_rate=jnp.float32(0.25))
+    assert float(optim.learning_rates(state)["learning_rate"]) == 0.25
+    updates, _ = optimizer.update({"a": jnp.full(3, 2.0)}, state, params)
+    np.testing.assert_allclose(np.asarray(updates["a"]), -0.5)  # −0.25 × 2, not −0.5 × 2

@@ -13,9 +13,9 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
 from ebmdual import losses, samplers, train
-from ebmdual.energies import MLPEnergy, get_energy, make_energy_fn
-from ebmdual.optim import get_optimizer
+from ebmdual.energies import MLPEnergy, make_energy_fn
 from experiments.defaults import base_config
+from tests.conftest import build_trainer
 
 
 def leaves_close(a, b, atol):
@@ -71,7 +71,8 @@ def test_antithetic_pairs_share_mask_and_target(key, schedule):
     for step in range(5):
         out, fraction = train.restart_particles(jax.random.fold_in(key, step), particles, batch,
                                                 jnp.float32(restart_prob), step,
-                                                schedule=schedule, antithetic=True)
+                                                train.RestartPolicy(schedule=schedule,
+                                                                    antithetic=True))
         out, before = np.asarray(out), np.asarray(particles)
         restarted = np.any(out != before, axis=1)
         np.testing.assert_array_equal(restarted[:half], restarted[half:])
@@ -88,11 +89,15 @@ def test_antithetic_pairs_share_mask_and_target(key, schedule):
 
 def test_restart_to_noise_lands_on_sphere(key):
     particles, batch = distinct_particles_and_batch()
-    out, fraction = train.restart_particles(key, particles, batch, 1.0, 0, target="noise",
-                                            antithetic=True, manifold="sphere")
+    policy = train.RestartPolicy(target="noise", antithetic=True, noise=train.sphere_noise)
+    out, fraction = train.restart_particles(key, particles, batch, 1.0, 0, policy)
     assert float(fraction) == 1.0
     np.testing.assert_allclose(np.linalg.norm(np.asarray(out), axis=1), 1.0, atol=1e-5)
-    out_r, _ = train.restart_particles(key, particles, batch, 1.0, 0, target="noise")
+    out = np.asarray(out)
+    np.testing.assert_array_equal(out[:20], out[20:])  # pairs share their noise target
+    assert len(np.unique(out[:20], axis=0)) == 20
+    out_r, _ = train.restart_particles(key, particles, batch, 1.0, 0,
+                                       train.RestartPolicy(target="noise"))
     assert np.std(np.linalg.norm(np.asarray(out_r), axis=1)) > 0.1  # R^d: plain Gaussian noise
 
 
@@ -132,8 +137,8 @@ def one_step_from_data(energy_fn, params, data, step_size, key):
     """The real train-step pieces: restart all pairs at the data, one antithetic ULA step."""
     restart_key, step_key = jax.random.split(key)
     start = jnp.zeros((2 * data.shape[0], data.shape[1]))
-    particles, fraction = train.restart_particles(restart_key, start, data, 1.0, 0,
-                                                  schedule="periodic", antithetic=True)
+    particles, fraction = train.restart_particles(
+        restart_key, start, data, 1.0, 0, train.RestartPolicy(schedule="periodic", antithetic=True))
     particles = samplers.langevin_step(step_key, energy_fn, params, particles, step_size, 1.0,
                                        antithetic=True)
     return particles, fraction
@@ -264,12 +269,9 @@ def test_train_step_traces_once_across_hyperparameter_values(task, tiny_teacher_
         config, data, manifold = euclidean_config(), euclidean_data(), "euclidean"
         rate_names = ("learning_rate",)
     chex.clear_trace_counter()  # both parametrisations wrap a function named train_step
-    module = get_energy(config)
-    optimizer = get_optimizer(config)
-    train_step = train.make_train_step(config, make_energy_fn(module), optimizer, manifold)
-    step = jax.jit(chex.assert_max_traces(train_step, n=1))
-    data = jnp.asarray(data)
-    state = train.make_init(config, module, optimizer, manifold)(jax.random.key(0), data)
+    trainer, data = build_trainer(config, data, manifold, num_devices=1)
+    step = jax.jit(chex.assert_max_traces(trainer.train_step, n=1))
+    state = trainer.init(jax.random.key(0), data)
     sweep = [dict(restart_prob=0.0, particle_step_size=0.01, temperature=1.0),
              dict(restart_prob=1.0, particle_step_size=0.05, temperature=0.5),
              dict(restart_prob=0.3, particle_step_size=0.002, temperature=3.0)]
@@ -284,10 +286,8 @@ def test_train_step_traces_once_across_hyperparameter_values(task, tiny_teacher_
 
 
 def test_with_hyperparams_rejects_unknown_names(tiny_teacher_config, tiny_teacher_data):
-    config = tiny_teacher_config
-    module, optimizer = get_energy(config), get_optimizer(config)
-    state = train.make_init(config, module, optimizer, "sphere")(
-        jax.random.key(0), jnp.asarray(tiny_teacher_data))
+    trainer, data = build_trainer(tiny_teacher_config, tiny_teacher_data, num_devices=1)
+    state = trainer.init(jax.random.key(0), data)
     with pytest.raises(KeyError):
         train.with_hyperparams(state, learning_rate_typo=0.1)
 
@@ -312,14 +312,11 @@ def train_loop_compilations():
 @pytest.fixture(scope="module")
 def recompile_trainer(make_tiny_teacher_config, tiny_teacher_data):
     """Its own trainer: the cache-size checks below must not see other tests' calls."""
-    config = make_tiny_teacher_config()
-    return (train.make_trainer(config, tiny_teacher_data.shape, "sphere", num_devices=4),
-            tiny_teacher_data)
+    return build_trainer(make_tiny_teacher_config(), tiny_teacher_data, num_devices=4)
 
 
 def test_train_loop_does_not_recompile_for_new_hyperparameter_values(recompile_trainer):
-    trainer, host_data = recompile_trainer
-    data = train.put_data(host_data, trainer)
+    trainer, data = recompile_trainer
     state = trainer.init(jax.random.key(0), data)
     state, _ = trainer.train_loop(state, data)
     compiled = train_loop_compilations()
@@ -337,8 +334,7 @@ def test_train_loop_does_not_recompile_for_new_hyperparameter_values(recompile_t
 # ----------------------------------------------------------------------------- devices
 
 def run_teacher(config, data, num_devices, num_calls):
-    trainer = train.make_trainer(config, data.shape, "sphere", num_devices=num_devices)
-    placed = train.put_data(data, trainer)
+    trainer, placed = build_trainer(config, data, num_devices=num_devices)
     state = trainer.init(jax.random.key(config.seed), placed)
     history = []
     for _ in range(num_calls):
@@ -392,15 +388,13 @@ def test_tiny_teacher_training_sanity(tiny_teacher_config, tiny_teacher_data):
     config.optim.weight_learning_rate = 0.2
     weight_cap = 1.5
     config.optim.weight_cap = weight_cap
-    trainer = train.make_trainer(config, tiny_teacher_data.shape, "sphere", num_devices=1)
-    data = train.put_data(tiny_teacher_data, trainer)
+    trainer, data = build_trainer(config, tiny_teacher_data, num_devices=1)
     state = trainer.init(jax.random.key(0), data)
     restart_fractions = []
     for _ in range(8):
         state, metrics = trainer.train_loop(state, data)
         for name, values in metrics.items():
             assert np.all(np.isfinite(np.asarray(values))), name
-        np.testing.assert_allclose(np.asarray(metrics["energy_gap"]), -np.asarray(metrics["loss"]))
         restart_fractions.append(np.asarray(metrics["restart_fraction"]))
         w = np.asarray(state.params["params"]["w"])
         theta = np.asarray(state.params["params"]["theta"])
@@ -424,11 +418,42 @@ def test_tiny_teacher_training_sanity(tiny_teacher_config, tiny_teacher_data):
     assert on_data.mean() < uniform.mean() - 4 * gap_se
 
 
+def numpy_shallow_energy(params, x, num_positive):
+    """E(x) = mean_i c_i w_i relu(⟨θ_i, x⟩) in float64 NumPy, from the flax parameters."""
+    theta = np.asarray(params["params"]["theta"], np.float64)
+    w = np.asarray(params["params"]["w"], np.float64)
+    signs = np.where(np.arange(len(w)) < num_positive, 1.0, -1.0)
+    return np.mean(signs * w * np.maximum(np.asarray(x, np.float64) @ theta.T, 0.0), axis=-1)
+
+
+def test_energy_gap_and_loss_are_those_of_the_moved_particles(tiny_teacher_config,
+                                                              tiny_teacher_data):
+    """One step: energy_gap = mean E_θ(X') − mean E_θ(x) with θ the parameters before the
+    update and X' the particles after the restart and the Langevin move (the ones the
+    loss saw), recomputed in NumPy; the ML loss is its negative. Particles from before
+    the move, or θ after the update, give other values (checked)."""
+    config = tiny_teacher_config
+    config.optim.feature_learning_rate = config.optim.weight_learning_rate = 0.5
+    trainer, data = build_trainer(config, tiny_teacher_data, num_devices=1)
+    state = trainer.init(jax.random.key(0), data)
+    new, metrics = jax.jit(trainer.train_step)(state, data, jax.random.key(1))
+    num_positive = config.model.num_positive
+
+    def gap(params, particles):
+        return (numpy_shallow_energy(params, particles, num_positive).mean()
+                - numpy_shallow_energy(params, tiny_teacher_data, num_positive).mean())
+
+    expected = gap(state.params, new.particles)
+    np.testing.assert_allclose(float(metrics["energy_gap"]), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(metrics["loss"]), -expected, rtol=1e-4, atol=1e-6)
+    for wrong in (gap(state.params, state.particles), gap(new.params, new.particles)):
+        assert abs(wrong - expected) > 1e-3 * abs(expected) + 1e-5
+
+
 def test_lazy_regime_leaves_theta_unchanged(tiny_teacher_config, tiny_teacher_data):
     config = tiny_teacher_config
     config.model.regime = "lazy"
-    trainer = train.make_trainer(config, tiny_teacher_data.shape, "sphere", num_devices=1)
-    data = train.put_data(tiny_teacher_data, trainer)
+    trainer, data = build_trainer(config, tiny_teacher_data, num_devices=1)
     state = trainer.init(jax.random.key(0), data)
     theta0 = np.asarray(state.params["params"]["theta"]).copy()
     w0 = np.asarray(state.params["params"]["w"]).copy()

@@ -5,7 +5,7 @@ Synthetic tasks live in `ebmdual.data.synthetic`, the MNIST IDX reader in
 """
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from ebmdual.data.mnist import DatasetError, load_mnist
 
@@ -40,14 +40,15 @@ DATASET_NAMES = SYNTHETIC_DATASETS + ("mnist",)
 
 
 def get_mnist_dataset(config, key) -> Dataset:
-    """MNIST images in [0, 1]^784 from `config.data.path`, shuffled by `key`, split
-    into num_train / num_test. Raises DatasetError for missing or corrupt files."""
-    images, _ = load_mnist(config.data.path)
+    """MNIST images as stored, (n, 784) uint8, from `config.data.path`, shuffled by `key`,
+    split into num_train / num_test (host NumPy arrays; the trainer's preprocessing
+    scales them to [0, 1] on the device). Raises DatasetError for missing or corrupt files."""
+    images, _ = load_mnist(config.data.path, as_uint8=True)
     wanted = config.data.num_train + config.data.num_test
     if wanted > len(images):
         raise DatasetError(f"config.data.num_train + num_test = {wanted} exceeds the "
                            f"{len(images)} MNIST images in {config.data.path}")
-    images = jnp.asarray(images)[jax.random.permutation(key, len(images))[:wanted]]
+    images = images[np.asarray(jax.random.permutation(key, len(images)))[:wanted]]
     return Dataset("mnist", images[:config.data.num_train], images[config.data.num_train:],
                    "euclidean")
 

@@ -62,8 +62,11 @@ def _find(directory: Path, stems) -> Path:
                        f"{', '.join(s + '[.gz]' for s in stems)}")
 
 
-def load_mnist(directory) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(directory, as_uint8: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 784) float32 in [0, 1], labels (n,) int32) from the IDX files in `directory`.
+
+    as_uint8: keep the stored pixels (n, 784) uint8 in [0, 255] (for streaming; the
+    device casts them).
 
     Reads the training files if present, else the test files (the 10,000 official
     test images are what this project's machines hold).
@@ -76,4 +79,5 @@ def load_mnist(directory) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DatasetError(f"MNIST files in {directory} disagree: images {images.shape}, "
                            f"labels {labels.shape}")
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0, labels.astype(np.int32)
+    images = images.reshape(len(images), -1)
+    return (images if as_uint8 else images.astype(np.float32) / 255.0), labels.astype(np.int32)

@@ -9,7 +9,7 @@ trained model's `(energy_fn, params)`.
 
 Tasks
 -----
-* Teacher (DESIGN §4): two ReLU neurons on S^{d−1} with signed weights −10,
+* Teacher (docs/tasks.md, Teacher): two ReLU neurons on S^{d−1} with signed weights −10,
 
       f*(x) = (1/2) Σ_i s_i relu(⟨θ_i, x⟩) = −5 relu(⟨θ_1, x⟩) − 5 relu(⟨θ_2, x⟩),
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from ebmdual.energies import project_to_sphere, shallow_energy
 
-# The d = 15 teacher of the published runs ("old teacher", DESIGN §4), before
+# The d = 15 teacher of the published runs ("old teacher", docs/tasks.md, d = 15), before
 # normalisation. Cosine between the normalised rows: 0.2002.
 OLD_TEACHER_D15 = np.array([
     [-0.1581, -0.1232, -0.1913, 0.4161, 0.4344, 0.1045, 0.3137, 0.2839,
@@ -91,9 +91,12 @@ def _random_pair_with_cosine(dim: int, cosine: float, seed: int) -> np.ndarray:
 def paper_teacher(dim: int) -> Teacher:
     """The two-neuron teacher f* = −5 relu(⟨θ_1,x⟩) − 5 relu(⟨θ_2,x⟩) on S^{dim−1}.
 
-    d = 3: θ_1 = e_1, θ_2 = e_2 (orthogonal). d = 15: the published "old
-    teacher" (cosine 0.2002). Other d ≥ 2: two unit vectors with cosine 0.2 drawn
-    from the fixed seed `TEACHER_SEED`.
+    d = 3: the orthogonal teacher θ_1 = e_1, θ_2 = e_2, which is unimodal (one
+    minimum, at x ∝ e_1 + e_2): the authors' "monomodal" run, not the bimodal
+    teacher of the published comparison of restart probabilities (see
+    docs/tasks.md, d = 3). d = 15: the published "old teacher" (cosine 0.2002).
+    Other d ≥ 2: two unit vectors with cosine 0.2 drawn from the fixed seed
+    `TEACHER_SEED`.
     """
     if dim == 3:
         theta = np.eye(3)[:2]

@@ -1,0 +1,158 @@
+"""The one place where config names become ebmdual objects.
+
+`build_trainer(config, dataset)` reads the config and composes the library's
+objects: an energy (flax module), a sampler (`ebmdual.samplers`), an objective
+(`ebmdual.objectives`), an optax optimizer and a `RestartPolicy`, then calls
+`ebmdual.train.make_trainer`. Adding an energy, a sampler, an optimizer or an
+objective means adding one entry to a table below; `experiments.validation`
+reads the allowed names from these same tables.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebmdual import objectives, samplers
+from ebmdual.energies import MLPEnergy, ShallowEnergy, as_energy
+from ebmdual.optim import freeze_features, wfr
+from ebmdual.train import RestartPolicy, Trainer, make_mesh, make_trainer, sphere_noise
+
+# ----------------------------------------------------------------------------- energies
+# name -> (config) -> flax module
+
+
+def _shallow(config):
+    m = config.model
+    return ShallowEnergy(num_neurons=m.num_neurons, num_positive=m.num_positive, alpha=m.alpha,
+                         init_weight=m.init_weight)
+
+
+def _mlp(config):
+    return MLPEnergy(hidden_sizes=tuple(config.model.hidden_sizes))
+
+
+ENERGIES: dict[str, Callable] = {"shallow": _shallow, "mlp": _mlp}
+SPHERE_ENERGIES = ("shallow",)  # energies built for data on S^{d−1} only
+
+# ----------------------------------------------------------------------------- samplers
+# name -> (config, energy_fn, manifold) -> Sampler
+
+
+def _ula(config, energy_fn, manifold):
+    s = config.sampler
+    if manifold == "sphere":
+        return samplers.projected_langevin(energy_fn, s.num_steps, s.antithetic)
+    return samplers.ula(energy_fn, s.num_steps, s.antithetic)
+
+
+def _mala(config, energy_fn, manifold):
+    del manifold
+    s = config.sampler
+    return samplers.mala(energy_fn, s.num_steps, target_acceptance=s.get("target_acceptance"),
+                         adaptation_rate=s.get("adaptation_rate", 0.05))
+
+
+def _hmc(config, energy_fn, manifold):
+    del manifold
+    return samplers.hmc(energy_fn, config.sampler.num_steps, config.sampler.num_integration_steps)
+
+
+SAMPLERS: dict[str, Callable] = {"ula": _ula, "mala": _mala, "hmc": _hmc}
+SPHERE_SAMPLERS = ("ula",)       # samplers that keep particles on the sphere
+ANTITHETIC_SAMPLERS = ("ula",)   # samplers that can draw antithetic noise
+
+# ----------------------------------------------------------------------------- optimizers
+# name -> (config) -> optax GradientTransformation with injected learning rates
+
+
+def _wfr(config):
+    o = config.optim
+    cap = o.weight_cap if o.weight_cap is not None else jnp.inf
+    return optax.inject_hyperparams(wfr, static_args=("train_features",))(
+        feature_learning_rate=o.feature_learning_rate, weight_learning_rate=o.weight_learning_rate,
+        weight_cap=cap, train_features=config.model.regime != "lazy")
+
+
+def _optax_rule(rule):
+    def build(config):
+        o, lazy = config.optim, config.model.regime == "lazy"
+
+        def make(learning_rate):
+            step = rule(learning_rate)
+            step = freeze_features(step) if lazy else step
+            return optax.chain(optax.clip_by_global_norm(o.grad_clip), step) if o.grad_clip else step
+
+        return optax.inject_hyperparams(make)(learning_rate=o.learning_rate)
+
+    return build
+
+
+OPTIMIZERS: dict[str, Callable] = {"wfr": _wfr, "adam": _optax_rule(optax.adam),
+                                   "sgd": _optax_rule(optax.sgd)}
+SHALLOW_OPTIMIZERS = ("wfr",)    # optimizers defined for ShallowEnergy parameters only
+REGIMES = ("active", "lazy")
+
+# ----------------------------------------------------------------------------- objectives
+# name -> (config, energy_fn, manifold) -> objective(params, batch, particles, key)
+
+OBJECTIVES: dict[str, Callable] = {
+    "ml": lambda config, energy_fn, manifold: objectives.maximum_likelihood(energy_fn),
+    "sm": lambda config, energy_fn, manifold: objectives.score_matching(energy_fn, manifold),
+    "ssm": lambda config, energy_fn, manifold: objectives.sliced_score_matching(
+        energy_fn, config.train.ssm_num_projections),
+    "dsm": lambda config, energy_fn, manifold: objectives.denoising_score_matching(
+        energy_fn, config.train.dsm_sigma),
+    "ksd": lambda config, energy_fn, manifold: objectives.kernel_stein_discrepancy(
+        energy_fn, config.train.ksd_kernel, config.train.ksd_bandwidth),
+}
+PARTICLE_OBJECTIVES = ("ml",)       # the others skip the restart and the sampler
+SPHERE_OBJECTIVES = ("ml", "sm")    # defined on S^{d−1}
+
+# ----------------------------------------------------------------------------- data
+
+def _uint8_to_unit_interval(key, batch):
+    """Stored uint8 pixels -> float32 in [0, 1] (on the device, inside the step)."""
+    del key
+    return jax.tree.map(lambda x: x.astype(jnp.float32) / 255.0, batch)
+
+
+PREPROCESSING: dict[str, Callable] = {"mnist": _uint8_to_unit_interval}
+
+
+class Components(NamedTuple):
+    """What `build_trainer` composed, for callers that want the pieces."""
+
+    trainer: Trainer
+    streamed: bool
+    batch_size: int
+
+
+def build_trainer(config, dataset, num_devices: int | None = None,
+                  steps_per_call: int | None = None) -> Components:
+    """The trainer of `config` for `dataset` (an `ebmdual.data.Dataset`)."""
+    manifold = dataset.manifold
+    energy = as_energy(ENERGIES[config.model.name](config))
+    energy_fn = energy.energy_fn
+    uses_particles = config.train.loss in PARTICLE_OBJECTIVES
+    sampler = (SAMPLERS[config.sampler.name](config, energy_fn, manifold)
+               if uses_particles else None)
+    restart = RestartPolicy(prob=config.train.restart_prob,
+                            schedule=config.train.restart_schedule,
+                            target=config.train.restart_to,
+                            antithetic=config.sampler.antithetic,
+                            noise=sphere_noise if manifold == "sphere" else None)
+    streamed = bool(config.data.get("streamed", False))
+    batch_size = config.data.batch_size
+    example = dataset.train[:batch_size] if streamed else dataset.train
+    trainer = make_trainer(
+        energy, OBJECTIVES[config.train.loss](config, energy_fn, manifold),
+        OPTIMIZERS[config.optim.name](config), data=example, sampler=sampler, restart=restart,
+        num_particles=config.sampler.num_particles, particle_step_size=config.sampler.step_size,
+        temperature=config.sampler.temperature, streamed=streamed, batch_size=batch_size,
+        preprocess=PREPROCESSING.get(dataset.name), mesh=make_mesh(num_devices),
+        steps_per_call=steps_per_call or config.train.log_every)
+    return Components(trainer, streamed, batch_size)
