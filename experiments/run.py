@@ -9,6 +9,13 @@ run_info.json (versions, git commit), metrics.jsonl, checkpoints/, metrics.png,
 samples.png (2-D and S^2 tasks) and summary.json. Starting again on a workdir
 with a checkpoint resumes it exactly; SIGTERM / Ctrl-C saves and exits.
 
+Several processes (one per host, or several on one machine for testing):
+
+    python -m experiments.run --num_processes=2 --process_id=0 --coordinator_address=127.0.0.1:9911 &
+    python -m experiments.run --num_processes=2 --process_id=1 --coordinator_address=127.0.0.1:9911
+
+Each process loads its share of every batch; process 0 writes the files and prints.
+
 Exit status: 0 done or preempted (checkpoint saved), 1 diverged, 2 invalid config,
 workdir or data file.
 """
@@ -26,6 +33,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/teacher.py",
     "Config file (ml_collections); override keys with --config.a.b=v.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default workdirs/<config name>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0, to run as one of several processes (jax.distributed); on a "
+    "cluster that JAX detects (SLURM, TPU pods) leave it unset and pass --num_processes=0.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 1, "Processes of a multi-process run (1: a single process; 0: let "
+    "jax.distributed.initialize() detect them from the cluster environment).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir holding a run with another config "
                                "(the old run is moved aside, not deleted).")
@@ -47,9 +62,28 @@ def print_summary(workdir: Path, summary: dict) -> None:
             print(f"  {name:>28s}: {summary['initial'].get(name, float('nan')):.5g} -> {value:.5g}")
 
 
+def start_processes() -> None:
+    """jax.distributed.initialize() for a run of several processes (before JAX starts).
+
+    On CPU the collectives go through gloo, so several processes on one machine form
+    one mesh (how multi-host code is tested without a cluster)."""
+    if _NUM_PROCESSES.value == 1:
+        return
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if _NUM_PROCESSES.value == 0:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                                   num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    start_processes()
     # Imported here so that --help and flag errors come back before JAX starts.
     from experiments.harness import Diverged, Preempted, WorkdirError, train_and_evaluate
     from ebmdual.data import DatasetError
@@ -70,7 +104,10 @@ def main(argv):
     except Preempted as error:
         print(f"\n{error}")
         return 0
-    print_summary(workdir, summary)
+    import jax
+
+    if jax.process_index() == 0:
+        print_summary(workdir, summary)
     return 0
 
 
