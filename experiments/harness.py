@@ -162,7 +162,8 @@ def find_divergence(metrics: dict, first_step: int, max_energy_gap: float):
     metrics: host arrays of shape (chunk,); first_step: the step of metrics[...][0] (1-based).
     """
     finite = np.asarray(metrics["finite"]) > 0
-    gap = np.asarray(metrics["energy_gap"])
+    # Without a sampler (score-matching objectives) there is no energy gap to bound.
+    gap = np.asarray(metrics.get("energy_gap", np.zeros_like(finite, np.float32)))
     bad = ~finite | ~(np.abs(gap) <= max_energy_gap)
     if not bad.any():
         return None

@@ -81,13 +81,10 @@ def test_every_config_runs_end_to_end(module, tmp_path):
     assert all(np.isfinite(v) for k, v in final.items() if k != "kind")
     if module is not teacher:  # 2-D and S^2 tasks also draw their samples
         assert (tmp_path / "run" / "samples.png").exists()
-    if module is mixture2d:
-        # 40 steps do not confine the MLP's mass to the box, so only consistency is checked:
-        # the grid masses are a probability vector over the modes.
-        assert 0 <= final["edge_mass"] <= 1
-        assert final["mode_mass_0"] + final["mode_mass_1"] == pytest.approx(1, abs=1e-4)
-    else:
-        assert final["kl"] >= -1e-3  # KL ≥ 0 up to quadrature / Monte-Carlo error
+    # 40 steps already lower the task's main metric: a sign error in the update, a wrong
+    # temperature or a broken evaluation would not.
+    metric = "test_nll" if module is mixture2d else "kl"
+    assert final[metric] < summary["initial"][metric], (summary["initial"], final)
 
 
 def test_default_teacher_kl_falls(tmp_path):
@@ -101,9 +98,28 @@ def test_default_teacher_kl_falls(tmp_path):
     assert summary["final"]["kl"] < 0.5 * summary["initial"]["kl"]
 
 
-def test_resume_is_bitwise_identical(tmp_path):
+def resume_case(name, tmp_path):
+    if name == "sphere3d":
+        return tiny(sphere3d.get_config(), num_steps=60)
+    if name == "mixture2d-sm":  # no sampler: the checkpoint holds no particles
+        config = tiny(mixture2d.get_config(), num_steps=60)
+        config.train.loss = "sm"
+        return config
+    from experiments import mnist
+    from tests.test_mnist import fake_mnist
+
+    fake_mnist(tmp_path / "mnist", n=400)  # streamed uint8 batches
+    config = tiny(mnist.get_config(), num_steps=60)
+    config.data.path = str(tmp_path / "mnist")
+    config.data.num_train, config.data.num_test = 256, 64
+    config.sampler.num_particles = 64
+    return config
+
+
+@pytest.mark.parametrize("name", ["sphere3d", "mixture2d-sm", "mnist-streamed"])
+def test_resume_is_bitwise_identical(name, tmp_path):
     """Interrupt after k steps (drop the later checkpoints), resume, compare with a straight run."""
-    config = tiny(sphere3d.get_config(), num_steps=60)
+    config = resume_case(name, tmp_path)
     config.train.keep_checkpoints = 10
     straight = tmp_path / "straight"
     run(config, straight)
