@@ -128,7 +128,8 @@ class Trainer(NamedTuple):
     """Pure functions of one experiment, built by `make_trainer`.
 
     init(key, data) -> TrainState (jitted, sharded): `data` is the resident data set or,
-      streamed, one batch; the particles start at its items.
+      streamed, one batch; the particles start at its items. (For a grid of M members:
+      M keys and data stacked on a leading member axis.)
     train_step(state, batch, key) -> (state, metrics) (pure, not jitted).
     train_loop(state, data) -> (state, metrics stacked over the steps) (jitted, donates state).
     put(host_data) -> the device array `train_loop` takes (resident data or a chunk (S, B, ...),
@@ -389,10 +390,12 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
-def state_shardings(abstract_state: TrainState, mesh, sampler: Sampler | None) -> TrainState:
+def state_shardings(abstract_state: TrainState, mesh, sampler: Sampler | None,
+                    member_axis: bool = False) -> TrainState:
     """Replicated everything; particles, and the sampler-state leaves that have a particle
-    axis, sharded along their leading axis."""
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    axis, sharded along it (axis 1 when the state is stacked over grid members)."""
+    replicated = NamedSharding(mesh, P())
+    sharded = NamedSharding(mesh, P(None, "data") if member_axis else P("data"))
     shardings = jax.tree.map(lambda _: replicated, abstract_state)
     sampler_shardings = shardings.sampler_state
     if sampler is not None and sampler.particle_axes is not None:
@@ -434,7 +437,7 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
                  num_particles: int = 0, particle_step_size: float = 0.01,
                  temperature: float = 1.0, streamed: bool = False, batch_size: int = 0,
                  preprocess: Callable | None = None, steps_per_call: int = 100,
-                 mesh: jax.sharding.Mesh | None = None) -> Trainer:
+                 mesh: jax.sharding.Mesh | None = None, members: int | None = None) -> Trainer:
     """Build the jitted, sharded init and train loop from objects.
 
     data: a pytree of arrays or ShapeDtypeStructs with the structure, trailing shape and
@@ -443,6 +446,10 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
     particle_step_size, temperature: initial h and T (state.hparams; the restart
       probability comes from `restart.prob`).
     streamed, batch_size, preprocess, steps_per_call: see `make_train_loop`.
+    members: M for a grid of runs as one program: init and the loop are vmapped, so the
+      state, the keys, the data (M, n, ...) or chunks (M, S, B, ...) and the metrics
+      (M, S) carry a leading member axis; `with_hyperparams` then takes (M,) values.
+      Particles stay sharded over devices, on their own (second) axis.
     """
     mesh = mesh or make_mesh()
     energy = as_energy(energy)
@@ -460,14 +467,21 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
 
     example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
     num_rows = leading_size(example)
-    abstract_state = jax.eval_shape(init, jax.random.key(0), example)
-    shardings = state_shardings(abstract_state, mesh, sampler)
-    replicated = NamedSharding(mesh, P())
-    batch_sh = jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh), example)
-    loop_sh = (jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh, axis=1), example)
-               if streamed else batch_sh)
     loop = make_train_loop(train_step, steps_per_call, streamed=streamed, batch_size=batch_size,
                            preprocess=preprocess)
+    lead = 1 if members else 0  # axes before the example axis: the member axis of a grid
+    key_example = jax.random.key(0)
+    if members:
+        init, loop = jax.vmap(init), jax.vmap(loop)
+        key_example = jax.random.split(key_example, members)
+        example = jax.tree.map(lambda a: jax.ShapeDtypeStruct((members, *a.shape), a.dtype),
+                               example)
+    abstract_state = jax.eval_shape(init, key_example, example)
+    shardings = state_shardings(abstract_state, mesh, sampler, member_axis=bool(members))
+    replicated = NamedSharding(mesh, P())
+    batch_sh = jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh, lead), example)
+    loop_sh = (jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh, lead + 1), example)
+               if streamed else batch_sh)
     jitted_init = jax.jit(lambda key_data, batch: init(jax.random.wrap_key_data(key_data), batch),
                           in_shardings=(replicated, batch_sh), out_shardings=shardings)
 
@@ -480,8 +494,8 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
         train_step=train_step,
         train_loop=jax.jit(loop, in_shardings=(shardings, loop_sh),
                            out_shardings=(shardings, replicated), donate_argnums=0),
-        put=lambda host: _global_array(host, mesh, 1 if streamed else 0, process_local=streamed),
-        put_batch=lambda host: _global_array(host, mesh, 0, process_local=streamed),
+        put=lambda host: _global_array(host, mesh, lead + streamed, process_local=streamed),
+        put_batch=lambda host: _global_array(host, mesh, lead, process_local=streamed),
         energy_fn=energy.energy_fn,
         mesh=mesh,
         abstract_state=jax.tree.map(

@@ -123,6 +123,19 @@ def _uint8_to_unit_interval(key, batch):
 PREPROCESSING: dict[str, Callable] = {"mnist": _uint8_to_unit_interval}
 
 
+# Config keys whose values are arrays of the compiled step (-> the name `with_hyperparams`
+# takes), so a grid over them is one vmapped program; "seed" is the other such key.
+SWEPT_STATE_VALUES = {
+    "train.restart_prob": "restart_prob",
+    "sampler.step_size": "particle_step_size",
+    "sampler.temperature": "temperature",
+    "optim.learning_rate": "learning_rate",
+    "optim.feature_learning_rate": "feature_learning_rate",
+    "optim.weight_learning_rate": "weight_learning_rate",
+    "optim.weight_cap": "weight_cap",
+}
+
+
 class Components(NamedTuple):
     """What `build_trainer` composed, for callers that want the pieces."""
 
@@ -132,8 +145,9 @@ class Components(NamedTuple):
 
 
 def build_trainer(config, dataset, num_devices: int | None = None,
-                  steps_per_call: int | None = None) -> Components:
-    """The trainer of `config` for `dataset` (an `ebmdual.data.Dataset`)."""
+                  steps_per_call: int | None = None, members: int | None = None) -> Components:
+    """The trainer of `config` for `dataset` (an `ebmdual.data.Dataset`); with `members`,
+    the trainer of a grid of that many runs stacked on a leading axis."""
     manifold = dataset.manifold
     energy = as_energy(ENERGIES[config.model.name](config))
     energy_fn = energy.energy_fn
@@ -154,5 +168,5 @@ def build_trainer(config, dataset, num_devices: int | None = None,
         num_particles=config.sampler.num_particles, particle_step_size=config.sampler.step_size,
         temperature=config.sampler.temperature, streamed=streamed, batch_size=batch_size,
         preprocess=PREPROCESSING.get(dataset.name), mesh=make_mesh(num_devices),
-        steps_per_call=steps_per_call or config.train.log_every)
+        steps_per_call=steps_per_call or config.train.log_every, members=members)
     return Components(trainer, streamed, batch_size)

@@ -1,22 +1,28 @@
-"""Sweep one config key over values and seeds; write a table of final metrics.
+"""Sweep config keys over values and seeds: a grid, run as one compiled program when it can be.
 
-    python -m experiments.sweep --config=experiments/sphere3d.py \
-        --key=train.restart_prob --values=0,0.025,0.25,1 --seeds=0,1,2 \
-        --workdir=workdirs/sweep-restart
+    python -m experiments.sweep --config=experiments/teacher.py \
+        --sweep=train.restart_prob=0,0.025,1 --sweep=optim.feature_learning_rate=0.1,0.2 \
+        --seeds=5 --workdir=workdirs/grid
 
-Each (value, seed) is an ordinary run in <workdir>/<key>=<value>/seed=<seed> (so an
-interrupted sweep resumes run by run), and <workdir>/table.md gets, for every final
-evaluation metric, the mean over seeds ± its standard error (std/√seeds).
+Several --sweep flags form a cartesian product; --seeds is a count (seeds 0..n−1) or a
+list (0,3,7). When every swept key is an array of the compiled step (restart_prob,
+step sizes, temperature, learning rates, weight cap, seed) the whole grid is one
+vmapped, jitted program (`experiments.grid`); keys that change shapes (particle count,
+network size) run the members one after another, and the output says so.
 
-Runs go one after another, each compiled anew (about a second on CPU). Running a grid as
-one vmapped program is left for later; the hyperparameters are already arrays of the
-compiled step, so it needs no change to the train step.
+Values are parsed by the type of the key's default: integers refuse 1000.7, booleans take
+true/false, tuples are written in brackets (--sweep=model.hidden_sizes=[64,64],[128,128]),
+None is accepted where the default is None or the key allows it (optim.weight_cap).
+
+Writes into --workdir: grid.json, metrics.jsonl (rows carry "member"), checkpoints/,
+results.csv, table.md (mean ± SE over seeds per grid point), grid_metrics.png and
+grid_final.png. Starting the same command again resumes the grid (exactly, after SIGTERM
+or SIGKILL). Exit status: 0 done or preempted, 2 invalid sweep, config or workdir.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import ast
 import shlex
 import sys
 from pathlib import Path
@@ -24,73 +30,121 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/sphere3d.py", "Base config file.",
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/teacher.py", "Base config file.",
                                           lock_config=True)
-_KEY = flags.DEFINE_string("key", "train.restart_prob", "Dotted config key to sweep.")
-_VALUES = flags.DEFINE_list("values", ["0", "0.025", "0.25", "1"], "Values of --key.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "key=v1,v2,...: a swept config key (repeatable).")
+_SEEDS = flags.DEFINE_list("seeds", ["3"], "A count n (seeds 0..n-1) or a list of seeds.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/sweep", "Directory of the sweep.")
 
+NONE_ALLOWED = ("optim.weight_cap",)
 
-def set_key(config, dotted: str, raw: str):
-    """A copy of `config` with `dotted` set to `raw` parsed as the key's current type."""
-    config = config.copy_and_resolve_references()
-    *path, name = dotted.split(".")
+
+class SweepError(ValueError):
+    """A --sweep or --seeds value that does not fit its key."""
+
+
+def split_values(text: str) -> list[str]:
+    """Split on commas outside brackets: '[1,2],[3,4]' -> ['[1,2]', '[3,4]']."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[(" and 1 or 0
+        depth -= char in "])" and 1 or 0
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def lookup(config, dotted: str):
     node = config
+    *path, name = dotted.split(".")
     for part in path:
+        if part not in node:
+            raise SweepError(f"--sweep={dotted}: no such config entry")
         node = node[part]
     if name not in node:
-        raise KeyError(f"--key={dotted}: no such config entry")
-    current = node[name]
-    node[name] = type(current)(float(raw)) if isinstance(current, (int, float)) else raw
-    return config
+        raise SweepError(f"--sweep={dotted}: no such config entry")
+    return node[name]
 
 
-def mean_and_stderr(values: list[float]) -> tuple[float, float]:
-    """Mean and std/√n (sample std, ddof = 1); stderr is nan for one value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
+def parse_value(key: str, raw: str, current):
+    """`raw` as a value of the type of `current` (the key's default); SweepError if it
+    does not fit."""
+    bad = SweepError(f"--sweep={key}: {raw!r} is not a {type(current).__name__} "
+                     f"(the type of its default {current!r})")
+    if raw.lower() == "none":
+        if current is None or key in NONE_ALLOWED:
+            return None
+        raise bad
+    if isinstance(current, bool):
+        if raw.lower() in ("true", "1"):
+            return True
+        if raw.lower() in ("false", "0"):
+            return False
+        raise bad
+    if isinstance(current, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise bad from None
+    if isinstance(current, float) or (current is None and key in NONE_ALLOWED):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise bad from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SweepError(f"--sweep={key}: {raw!r} is not a finite number")
+        return value
+    if isinstance(current, (tuple, list)):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            raise bad from None
+        if not isinstance(value, (tuple, list)):
+            raise bad
+        items = list(current)
+        kind = type(items[0]) if items else None
+        if kind is not None and not all(type(v) is kind for v in value):
+            raise SweepError(f"--sweep={key}: {raw!r}: expected a list of {kind.__name__}")
+        return tuple(value)
+    if isinstance(current, str):
+        return raw
+    raise bad
 
 
-def format_table(key: str, results: dict[str, list[dict]], command: str) -> str:
-    """Markdown: one row per value, one column per final metric, mean ± SE over seeds."""
-    metrics = sorted({m for runs in results.values() for r in runs for m in r
-                      if m not in ("step", "kind")})
-    lines = [f"Command: `{command}`", "",
-             f"| {key} | seeds | " + " | ".join(metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
-    for value, runs in results.items():
-        cells = []
-        for m in metrics:
-            mean, err = mean_and_stderr([r[m] for r in runs])
-            cells.append(f"{mean:.4g}" + ("" if math.isnan(err) else f" ± {err:.2g}"))
-        lines.append(f"| {value} | {len(runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def parse_sweeps(config, specs: list[str]) -> dict:
+    """{key: [values]} from --sweep=key=v1,v2 specs, each value parsed by its key's type."""
+    sweeps = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        if not sep or not raw:
+            raise SweepError(f"--sweep={spec}: expected key=value1,value2,...")
+        if key in sweeps:
+            raise SweepError(f"--sweep={key} is given twice")
+        current = lookup(config, key)
+        values = [parse_value(key, v, current) for v in split_values(raw)]
+        if len(set(map(repr, values))) != len(values):
+            raise SweepError(f"--sweep={key}: repeated values")
+        sweeps[key] = values
+    return sweeps
 
 
-def run_sweep(config, key, values, seeds, workdir: Path, command: str, progress=True) -> str:
-    """Run every (value, seed), write workdir/table.md and results.json, return the table."""
-    from experiments.harness import train_and_evaluate
-
-    results = {}
-    for value in values:
-        runs = []
-        for seed in seeds:
-            run_config = set_key(config, key, value)
-            run_config.seed = int(seed)
-            print(f"--- {key}={value} seed={seed}")
-            summary = train_and_evaluate(run_config, workdir / f"{key}={value}" / f"seed={seed}",
-                                         progress=progress)
-            runs.append(summary["final"])
-        results[value] = runs
-    table = format_table(key, results, command)
-    (workdir / "table.md").write_text(table)
-    (workdir / "results.json").write_text(json.dumps(results, indent=2))
-    return table
+def parse_seeds(raw: list[str]) -> list[int]:
+    """['5'] -> [0..4]; ['0', '3'] -> [0, 3]."""
+    try:
+        seeds = [int(s) for s in raw]
+    except ValueError:
+        raise SweepError(f"--seeds={','.join(raw)}: expected a count or a list of integers") from None
+    if len(seeds) == 1:
+        if seeds[0] < 1:
+            raise SweepError("--seeds: a count must be >= 1")
+        return list(range(seeds[0]))
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SweepError(f"--seeds={','.join(raw)}: expected distinct integers >= 0")
+    return seeds
 
 
 def main(argv):
@@ -98,18 +152,24 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     command = shlex.join(["python", "-m", "experiments.sweep", *sys.argv[1:]])
     from ebmdual.data import DatasetError
+    from experiments.grid import run_grid
     from experiments.harness import Diverged, Preempted, WorkdirError
     from experiments.validation import ConfigError
 
-    workdir = Path(_WORKDIR.value)
-    workdir.mkdir(parents=True, exist_ok=True)
+    config_name = Path(flags.FLAGS["config"].config_filename.partition(":")[0]).stem
     try:
-        print(run_sweep(_CONFIG.value, _KEY.value, _VALUES.value, _SEEDS.value, workdir, command))
-    except (ConfigError, WorkdirError, DatasetError, Diverged, KeyError, ValueError) as error:
+        sweeps = parse_sweeps(_CONFIG.value, _SWEEP.value)
+        seeds = parse_seeds(_SEEDS.value)
+        print(run_grid(_CONFIG.value, sweeps, seeds, Path(_WORKDIR.value), command,
+                       title=config_name))
+    except (SweepError, ConfigError, WorkdirError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Diverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except Preempted as error:
-        print(f"\n{error}\nStart the sweep again to resume it.")
+        print(f"\n{error}")
     return 0
 
 

@@ -296,16 +296,3 @@ def test_cli_missing_dataset_file_is_one_clear_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: MNIST directory {tmp_path}/none does not exist (set config.data.path)"]
-
-
-def test_sweep_writes_a_table_of_means_over_seeds(tmp_path):
-    from experiments.sweep import mean_and_stderr, run_sweep
-
-    config = tiny(sphere3d.get_config(), num_steps=20)
-    table = run_sweep(config, "train.restart_prob", ["0", "1"], ["0", "1"], tmp_path, "cmd",
-                      progress=False)
-    assert (tmp_path / "train.restart_prob=1" / "seed=1" / "summary.json").exists()
-    results = json.loads((tmp_path / "results.json").read_text())
-    mean, err = mean_and_stderr([r["kl"] for r in results["1"]])
-    assert f"| 1 | 2 | " in table and f"{mean:.4g} ± {err:.2g}" in table
-    assert mean_and_stderr([1.0, 3.0]) == (2.0, 1.0)

@@ -1,0 +1,438 @@
+"""A grid of runs (a cartesian product of swept values × seeds) as one compiled program.
+
+When every swept key is an array of the compiled step (the seed, and the keys of
+`experiments.registry.SWEPT_STATE_VALUES`: restart_prob, step size, temperature,
+learning rates, weight cap), the M members of the grid share one trainer built with
+`members=M`: the state carries a leading member axis, `init` and the train loop are
+vmapped, and all members advance together in one jitted call per chunk. The program
+is compiled once.
+
+Per member: its own data set (drawn from its seed), its own metrics lines
+(`metrics.jsonl` rows carry "member"), its own evaluation, and its own divergence
+check. A member whose chunk holds a non-finite value or an energy gap beyond
+`train.max_energy_gap` is frozen inside the compiled step (its state stays that of
+the last good chunk, the others go on) and reported. One checkpoint holds the
+stacked state with the frozen flags, so a grid resumes exactly after SIGTERM or
+SIGKILL.
+
+Keys that change shapes (particle count, network size, data size) cannot share a
+program: `run_grid` then runs the members one after another as ordinary runs, and
+says so. Both paths write the same reports: `results.csv` (one row per member and
+evaluation step, with every swept value as a column), `table.md` (final metrics,
+mean ± standard error over seeds, per grid point), `grid_metrics.png` (each metric
+against iteration, per grid point) and `grid_final.png` (the final metric against
+each swept key).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ebmdual.checkpoint import Checkpointer
+from ebmdual.data import get_dataset, stream
+from ebmdual.train import with_hyperparams
+from experiments import harness
+from experiments.evaluate import make_evaluator
+from experiments.registry import SWEPT_STATE_VALUES, build_trainer
+from experiments.validation import validate_config
+
+GRID_FILE = "grid.json"
+
+
+class Member(NamedTuple):
+    """One run of the grid: its index, its swept values (with 'seed') and its config."""
+
+    index: int
+    values: dict
+    config: Any
+
+
+def set_value(config, dotted: str, value):
+    """A copy of `config` with the dotted key set (the key must exist)."""
+    config = config.copy_and_resolve_references()
+    *path, name = dotted.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    node[name] = value
+    return config
+
+
+def grid_members(config, sweeps: dict, seeds: list[int]) -> list[Member]:
+    """The cartesian product of the swept values (in the order given) × seeds."""
+    members = []
+    keys = list(sweeps)
+    for combination in itertools.product(*(sweeps[k] for k in keys)):
+        for seed in seeds:
+            values = dict(zip(keys, combination))
+            member_config = config
+            for key, value in values.items():
+                member_config = set_value(member_config, key, value)
+            member_config = set_value(member_config, "seed", int(seed))
+            members.append(Member(len(members), {**values, "seed": int(seed)}, member_config))
+    return members
+
+
+def shape_changing_keys(sweeps: dict) -> list[str]:
+    """The swept keys that are not arrays of the compiled step (they force separate runs)."""
+    return [k for k in sweeps if k != "seed" and k not in SWEPT_STATE_VALUES]
+
+
+# ----------------------------------------------------------------------------- one program
+
+def make_grid_step(train_loop, max_energy_gap: float):
+    """grid_step(state, data, active) -> (state, metrics (M, S), ok (M,)), jitted.
+
+    ok: the member was active and its chunk stayed finite with |energy gap| ≤ the bound.
+    Members not ok keep their state from before the chunk (frozen).
+    """
+
+    def grid_step(state, data, active):
+        new, metrics = train_loop(state, data)
+        ok = active & jnp.all(metrics["finite"] > 0, axis=1)
+        if "energy_gap" in metrics:
+            ok = ok & jnp.all(jnp.abs(metrics["energy_gap"]) <= max_energy_gap, axis=1)
+
+        def keep(fresh, old):
+            return jnp.where(ok.reshape(ok.shape + (1,) * (fresh.ndim - 1)), fresh, old)
+
+        kept = jax.tree.map(keep, new._replace(key=state.key), state._replace(key=state.key))
+        return kept, metrics, ok
+
+    return jax.jit(grid_step, donate_argnums=0)
+
+
+def member_slice(tree, m: int):
+    return jax.tree.map(lambda leaf: None if leaf is None else leaf[m], tree)
+
+
+class GridFeed:
+    """Per-member data stacked on the member axis: resident sets, or streamed chunks."""
+
+    def __init__(self, trainer, streamed: bool, datasets, seeds, batch_size: int, chunk: int):
+        self.trainer, self.streamed, self.seeds = trainer, streamed, seeds
+        self.batch_size, self.chunk = batch_size, chunk
+        if streamed:
+            self.sources = [stream.ArraySource(d.train) for d in datasets]
+        else:
+            self.resident = trainer.put(np.stack([np.asarray(d.train) for d in datasets]))
+
+    def _read(self, first_step: int, num_steps: int):
+        return np.stack([stream.read_chunk(src, seed, first_step, num_steps, self.batch_size,
+                                           jax.process_index(), jax.process_count())
+                         for src, seed in zip(self.sources, self.seeds)])
+
+    def init_data(self):
+        if not self.streamed:
+            return self.resident
+        return self.trainer.put_batch(self._read(0, 1)[:, 0])
+
+    def at(self, step: int):
+        return self.trainer.put(self._read(step, self.chunk)) if self.streamed else self.resident
+
+
+def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = True,
+                resume_hint: str | None = None) -> list[dict]:
+    """Train every member in one compiled program; returns the metrics rows (all members)."""
+    train_cfg = config.train
+    keys = sorted({k for m in members for k in m.values})
+    datasets, run_keys = {}, []
+    for member in members:
+        seed = member.config.seed
+        data_key, run_key = jax.random.split(jax.random.key(seed))
+        if seed not in datasets:
+            datasets[seed] = get_dataset(member.config, data_key)
+        run_keys.append(run_key)
+    member_datasets = [datasets[m.config.seed] for m in members]
+    components = build_trainer(config, member_datasets[0], members=len(members))
+    trainer = components.trainer
+    feed = GridFeed(trainer, components.streamed, member_datasets,
+                    [m.config.seed for m in members], components.batch_size, train_cfg.log_every)
+    evaluators = {seed: make_evaluator(config, ds, trainer.energy_fn)
+                  for seed, ds in datasets.items()}
+    log = harness.MetricsLog(workdir / "metrics.jsonl", enabled=jax.process_index() == 0)
+    checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
+    grid_step = make_grid_step(trainer.train_loop, train_cfg.max_energy_gap)
+
+    def evaluate(state, step, active):
+        params, particles = harness.host_copy(state.params), harness.host_copy(state.particles)
+        temperature = harness.host_copy(state.hparams["temperature"])
+        for m in np.flatnonzero(active):
+            metrics = evaluators[members[m].config.seed](
+                member_slice(params, m), member_slice(particles, m), float(temperature[m]))
+            log.write({"kind": "eval", "member": int(m), "step": step, **metrics})
+
+    def save(state, step, active):
+        checkpoints.save(step, state, {"active": [bool(a) for a in active],
+                                       "members": [m.values for m in members]})
+
+    restored = checkpoints.restore_latest(trainer.abstract_state)
+    if restored is None:
+        state = trainer.init(jnp.stack(run_keys), feed.init_data())
+        state = with_hyperparams(state, **{
+            SWEPT_STATE_VALUES[k]: np.array([m.values[k] for m in members], np.float32)
+            for k in keys if k != "seed"})
+        step, active = 0, np.ones(len(members), bool)
+        log.truncate(-1)
+        evaluate(state, 0, active)
+        save(state, 0, active)
+    else:
+        if restored.metadata["members"] != [m.values for m in members]:
+            raise harness.WorkdirError(f"{workdir} holds a grid with other members; choose "
+                                       "another --workdir")
+        state, step = restored.state, restored.step
+        active = np.array(restored.metadata["active"], bool)
+        log.truncate(step)
+        print(f"resuming the grid in {workdir} from its checkpoint at step {step}")
+
+    chunk = train_cfg.log_every
+    with harness.PreemptionFlag() as preemption:
+        bar = tqdm(total=train_cfg.num_steps, initial=step, desc=f"grid of {len(members)}",
+                   unit="step", disable=not progress or jax.process_index() != 0)
+        while step < train_cfg.num_steps:
+            state, metrics, ok = grid_step(state, feed.at(step), jnp.asarray(active))
+            metrics, ok = jax.device_get(metrics), np.asarray(ok)
+            for m in np.flatnonzero(active & ~ok):
+                member_metrics = {k: v[m] for k, v in metrics.items()}
+                found = harness.find_divergence(member_metrics, step + 1, train_cfg.max_energy_gap)
+                bad_step, quantity, value = found or (step + chunk, "diverged", float("nan"))
+                log.write({"kind": "diverged", "member": int(m), "step": bad_step,
+                           "quantity": quantity, "value": value, **members[m].values})
+                tqdm.write(f"member {m} {members[m].values} diverged at step {bad_step}: "
+                           f"{quantity} (value {value:.4g}); frozen at step {step}, the others "
+                           "go on")
+            for m in np.flatnonzero(ok):
+                log.write({**harness.chunk_means({k: v[m] for k, v in metrics.items()},
+                                                 step + chunk), "member": int(m)})
+            active = ok
+            step += chunk
+            if step % train_cfg.eval_every == 0 or step >= train_cfg.num_steps:
+                evaluate(state, step, active)
+            stopping = harness.any_process(preemption.raised is not None) and step < train_cfg.num_steps
+            if step % train_cfg.checkpoint_every == 0 or step >= train_cfg.num_steps or stopping:
+                save(state, step, active)
+            bar.update(chunk)
+            if stopping:
+                bar.close()
+                checkpoints.close()
+                raise harness.Preempted(
+                    f"{preemption.raised} received: saved the grid's checkpoint at step {step}. "
+                    f"Resume with: {resume_hint or 'the same command'}")
+        bar.close()
+    checkpoints.close()
+    return log.rows
+
+
+# ----------------------------------------------------------------------------- separate runs
+
+def run_one_after_another(members: list[Member], workdir: Path, progress: bool = True) -> list[dict]:
+    """Each member as an ordinary (resumable) run in workdir/members/<index>."""
+    rows = []
+    for member in members:
+        print(f"--- member {member.index}: {member.values}")
+        member_dir = workdir / "members" / f"{member.index:03d}"
+        try:
+            harness.train_and_evaluate(member.config, member_dir, progress=progress)
+        except harness.Diverged as error:
+            rows.append({"kind": "diverged", "member": member.index, "quantity": str(error),
+                         **member.values})
+        lines = (member_dir / "metrics.jsonl").read_text().splitlines()
+        rows.extend({**json.loads(line), "member": member.index} for line in lines)
+    return rows
+
+
+# ----------------------------------------------------------------------------- reports
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """Mean and std/√n (sample std, ddof = 1); stderr is nan for one value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def final_evals(rows: list[dict]) -> dict[int, dict]:
+    """The last evaluation row of each member that did not diverge."""
+    diverged = {r["member"] for r in rows if r["kind"] == "diverged"}
+    last = {}
+    for row in rows:
+        if row["kind"] == "eval" and row["member"] not in diverged:
+            last[row["member"]] = row
+    return last
+
+
+def metric_names(rows) -> list[str]:
+    return sorted({k for r in rows if r["kind"] == "eval" for k in r
+                   if k not in ("kind", "member", "step")})
+
+
+def write_results_csv(path: Path, members: list[Member], rows: list[dict], keys: list[str]):
+    """One row per member and evaluation step, every swept value as a column."""
+    metrics = metric_names(rows)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["member", *keys, "step", *metrics])
+        for row in rows:
+            if row["kind"] == "eval":
+                values = members[row["member"]].values
+                writer.writerow([row["member"], *(values[k] for k in keys), row["step"],
+                                 *(row.get(m, "") for m in metrics)])
+
+
+def grid_points(members: list[Member], keys: list[str]) -> dict[tuple, list[Member]]:
+    """Members grouped by their swept values other than the seed."""
+    points: dict[tuple, list[Member]] = {}
+    for member in members:
+        points.setdefault(tuple(member.values[k] for k in keys if k != "seed"), []).append(member)
+    return points
+
+
+def format_table(members, rows, keys, command: str) -> str:
+    """Markdown: one row per grid point, final metrics as mean ± SE over its seeds."""
+    finals, metrics = final_evals(rows), metric_names(rows)
+    point_keys = [k for k in keys if k != "seed"]
+    lines = [f"Command: `{command}`", "",
+             "| " + " | ".join(point_keys) + " | seeds | " + " | ".join(metrics) + " |",
+             "|" + "---|" * (len(point_keys) + 1 + len(metrics))]
+    for point, group in grid_points(members, keys).items():
+        done = [finals[m.index] for m in group if m.index in finals]
+        cells = []
+        for metric in metrics:
+            values = [r[metric] for r in done if metric in r]
+            if not values:
+                cells.append("—")
+                continue
+            mean, err = mean_and_stderr(values)
+            cells.append(f"{mean:.4g}" + ("" if math.isnan(err) else f" ± {err:.2g}"))
+        lines.append("| " + " | ".join(map(str, point)) + f" | {len(done)}/{len(group)} | "
+                     + " | ".join(cells) + " |")
+    diverged = [r for r in rows if r["kind"] == "diverged"]
+    if diverged:
+        lines += ["", "Diverged (frozen, left out of the means): "
+                  + "; ".join(f"member {r['member']} at step {r.get('step', '?')}: {r['quantity']}"
+                              for r in diverged)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:
+    """grid_metrics.png (metric vs iteration, mean ± SE band per grid point) and
+    grid_final.png (final metric vs each swept key, error bars = SE over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, points = metric_names(rows), grid_points(members, keys)
+    point_keys = [k for k in keys if k != "seed"]
+    if not metrics:
+        return
+    evals: dict[int, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "eval":
+            evals.setdefault(row["member"], []).append(row)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for point, group in points.items():
+            curves = [[(r["step"], r[metric]) for r in evals.get(m.index, []) if metric in r]
+                      for m in group]
+            steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves if c))
+                           if any(curves) else [])
+            if not steps:
+                continue
+            table = np.array([[dict(c)[s] for s in steps] for c in curves if c])
+            mean = table.mean(0)
+            err = table.std(0, ddof=1) / np.sqrt(len(table)) if len(table) > 1 else 0 * mean
+            label = ", ".join(f"{k}={v}" for k, v in zip(point_keys, point)) or "all"
+            ax.plot(steps, mean, label=label)
+            ax.fill_between(steps, mean - err, mean + err, alpha=0.25)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(metric)
+        values = [r[metric] for r in rows if r["kind"] == "eval" and metric in r]
+        if values and min(values) > 0 and max(values) / min(values) > 30:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: mean ± SE over seeds")
+    fig.tight_layout()
+    fig.savefig(workdir / "grid_metrics.png", dpi=110)
+    plt.close(fig)
+
+    finals = final_evals(rows)
+    fig, axes = plt.subplots(len(metrics), max(1, len(point_keys)),
+                             figsize=(4.5 * max(1, len(point_keys)), 3.2 * len(metrics)),
+                             squeeze=False)
+    for i, metric in enumerate(metrics):
+        for j, key in enumerate(point_keys or ["seed"]):
+            ax = axes[i][j]
+            others = [k for k in point_keys if k != key]
+            series: dict[tuple, dict] = {}
+            for member in members:
+                if member.index not in finals or metric not in finals[member.index]:
+                    continue
+                rest = tuple(member.values[k] for k in others)
+                series.setdefault(rest, {}).setdefault(member.values[key], []).append(
+                    finals[member.index][metric])
+            for rest, by_value in series.items():
+                xs = sorted(by_value)
+                stats = [mean_and_stderr(by_value[x]) for x in xs]
+                ax.errorbar(xs, [s[0] for s in stats],
+                            yerr=[0 if math.isnan(s[1]) else s[1] for s in stats], marker="o",
+                            capsize=3, label=", ".join(f"{k}={v}" for k, v in zip(others, rest)))
+            ax.set_xlabel(key)
+            ax.set_ylabel(f"final {metric}")
+            if others:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: final metrics (error bars: SE over seeds)")
+    fig.tight_layout()
+    fig.savefig(workdir / "grid_final.png", dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def run_grid(config, sweeps: dict, seeds: list[int], workdir, command: str = "",
+             progress: bool = True, title: str = "grid") -> str:
+    """Run the grid (one program when possible) and write its reports; returns table.md."""
+    workdir = Path(workdir)
+    members = grid_members(config, sweeps, seeds)
+    for member in members:
+        validate_config(member.config, num_devices=jax.device_count())
+    keys = [*sweeps, "seed"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    description = {"command": command, "keys": keys, "members": [m.values for m in members]}
+    grid_file = workdir / GRID_FILE
+    if grid_file.exists() and json.loads(grid_file.read_text())["members"] != description["members"]:
+        raise harness.WorkdirError(f"{workdir} holds another grid (see {grid_file}); choose "
+                                   "another --workdir")
+    grid_file.write_text(json.dumps(description, indent=2))
+    start = time.perf_counter()
+    fixed = shape_changing_keys(sweeps)
+    if fixed:
+        print(f"{', '.join(fixed)} change array shapes or the program: running the "
+              f"{len(members)} members one after another")
+        rows = run_one_after_another(members, workdir, progress)
+    else:
+        print(f"{len(members)} members as one compiled program")
+        rows = run_vmapped(config, members, workdir, progress)
+    seconds = time.perf_counter() - start
+    write_results_csv(workdir / "results.csv", members, rows, keys)
+    table = format_table(members, rows, keys, command)
+    (workdir / "table.md").write_text(table)
+    mode = "one after another" if fixed else "one program"
+    (workdir / "timing.json").write_text(json.dumps({"seconds": seconds, "mode": mode,
+                                                     "members": len(members)}))
+    print(f"{len(members)} members, {mode}: {seconds:.1f} s this session")
+    plot_grid(members, rows, keys, workdir, title)
+    return table

@@ -1,0 +1,146 @@
+"""Grids as one compiled program (experiments.grid, experiments.sweep)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import mixture2d, sphere3d
+from experiments.grid import grid_members, run_grid, shape_changing_keys
+from experiments.harness import train_and_evaluate
+from experiments.sweep import SweepError, parse_seeds, parse_sweeps
+from tests.test_experiments import tiny
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def eval_rows(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "eval"]
+
+
+def test_grid_members_equal_separate_runs(tmp_path):
+    """2 restart probabilities × 2 seeds in one vmapped program: each member's final KL
+    is the one of the same config run alone, to 1e-5 relative (the vmapped reductions
+    round differently; the runs are otherwise the same computation)."""
+    config = tiny(sphere3d.get_config(), num_steps=40)
+    sweeps = {"train.restart_prob": [0.0, 1.0]}
+    table = run_grid(config, sweeps, [0, 1], tmp_path / "grid", "cmd", progress=False)
+    finals = {}
+    for row in eval_rows(tmp_path / "grid"):
+        finals[row["member"]] = row
+    members = grid_members(config, sweeps, [0, 1])
+    assert len(members) == 4 and len(finals) == 4
+    for member in (members[0], members[3]):
+        alone = train_and_evaluate(member.config, tmp_path / f"alone{member.index}",
+                                   progress=False)["final"]
+        assert finals[member.index]["kl"] == pytest.approx(alone["kl"], rel=1e-5)
+    with open(tmp_path / "grid" / "results.csv") as f:
+        results = list(csv.DictReader(f))
+    assert {"member", "train.restart_prob", "seed", "step", "kl"} <= set(results[0])
+    assert len(results) == 4 * 3  # members × evaluations at steps 0, 20, 40
+    kls = [finals[m.index]["kl"] for m in members if m.values["train.restart_prob"] == 1.0]
+    mean = np.mean(kls)
+    stderr = np.std(kls, ddof=1) / np.sqrt(2)
+    assert f"| 1.0 | 2/2 | " in table and f"{mean:.4g} ± {stderr:.2g}" in table
+    for name in ("table.md", "grid_metrics.png", "grid_final.png", "grid.json"):
+        assert (tmp_path / "grid" / name).stat().st_size > 0
+
+
+def test_diverged_member_is_frozen_and_the_others_go_on(tmp_path):
+    config = tiny(sphere3d.get_config(), num_steps=40)
+    table = run_grid(config, {"optim.weight_learning_rate": [0.02, 1e4]}, [0], tmp_path, "cmd",
+                     progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    diverged = [r for r in rows if r["kind"] == "diverged"]
+    assert [r["member"] for r in diverged] == [1]
+    last_steps = {m: max(r["step"] for r in rows if r.get("member") == m and r["kind"] == "eval")
+                  for m in (0, 1)}
+    assert last_steps[0] == 40 and last_steps[1] < 40
+    assert "| 0.02 | 1/1 |" in table and "| 10000.0 | 0/1 |" in table
+    assert "Diverged" in table
+
+
+def test_shape_changing_keys_run_one_after_another(tmp_path, capsys):
+    config = tiny(mixture2d.get_config(), num_steps=20)
+    assert shape_changing_keys({"sampler.num_particles": [64], "seed": [0]}) == [
+        "sampler.num_particles"]
+    run_grid(config, {"sampler.num_particles": [64, 128]}, [0], tmp_path, "cmd", progress=False)
+    out = capsys.readouterr().out
+    assert "one after another" in out
+    assert (tmp_path / "members" / "001" / "summary.json").exists()
+    with open(tmp_path / "results.csv") as f:
+        assert {r["sampler.num_particles"] for r in csv.DictReader(f)} == {"64", "128"}
+
+
+def test_sweep_values_are_parsed_by_their_key_type(tiny_teacher_config):
+    config = tiny_teacher_config
+    with pytest.raises(SweepError, match="1000.7"):
+        parse_sweeps(config, ["sampler.num_particles=1000.7"])
+    assert parse_sweeps(config, ["sampler.antithetic=true,false"]) == {
+        "sampler.antithetic": [True, False]}
+    with pytest.raises(SweepError, match="bool"):
+        parse_sweeps(config, ["sampler.antithetic=maybe"])
+    assert parse_sweeps(config, ["model.hidden_sizes=[64,64],[128]"]) == {
+        "model.hidden_sizes": [(64, 64), (128,)]}
+    with pytest.raises(SweepError, match="finite"):
+        parse_sweeps(config, ["train.restart_prob=inf"])
+    assert parse_sweeps(config, ["optim.weight_cap=None,5"]) == {"optim.weight_cap": [None, 5.0]}
+    with pytest.raises(SweepError, match="no such config entry"):
+        parse_sweeps(config, ["train.restart_probb=1"])
+    assert parse_seeds(["3"]) == [0, 1, 2] and parse_seeds(["4", "7"]) == [4, 7]
+    with pytest.raises(SweepError):
+        parse_seeds(["x"])
+
+
+SWEEP_ARGS = ["--config=experiments/sphere3d.py", "--sweep=train.restart_prob=0,1", "--seeds=2",
+              "--config.data.num_train=256", "--config.data.num_test=256",
+              "--config.sampler.num_particles=256", "--config.model.num_neurons=16",
+              "--config.train.num_steps=300", "--config.train.log_every=10",
+              "--config.train.eval_every=100", "--config.train.checkpoint_every=20",
+              "--config.eval.grid_size=24"]
+
+
+def sweep_command(workdir):
+    return [sys.executable, "-m", "experiments.sweep", *SWEEP_ARGS, f"--workdir={workdir}"]
+
+
+def newest_checkpoint(workdir) -> int:
+    steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(steps, default=-1)
+
+
+@pytest.mark.slow
+def test_grid_resumes_exactly_after_sigkill(tmp_path):
+    """SIGKILL the grid twice mid-run (each time once a newer checkpoint than the last
+    kill's has appeared, so the kill lands between or during saves), restart it: the
+    metrics and the results equal those of a straight run."""
+    straight = subprocess.run(sweep_command(tmp_path / "straight"), cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed, reached = tmp_path / "killed", -1
+    for _ in range(2):
+        process = subprocess.Popen(sweep_command(killed), cwd=REPO, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while newest_checkpoint(killed) <= max(reached, 0) and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert newest_checkpoint(killed) > reached
+        reached = newest_checkpoint(killed)
+    assert 0 < reached < 300
+    resumed = subprocess.run(sweep_command(killed), cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming the grid" in resumed.stdout
+    assert ((killed / "metrics.jsonl").read_text()
+            == (tmp_path / "straight" / "metrics.jsonl").read_text())
+    assert (killed / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
