@@ -129,14 +129,15 @@ class GridFeed:
             self.resident = trainer.put(np.stack([np.asarray(d.train) for d in datasets]))
 
     def _read(self, first_step: int, num_steps: int):
-        return np.stack([stream.read_chunk(src, seed, first_step, num_steps, self.batch_size,
-                                           jax.process_index(), jax.process_count())
-                         for src, seed in zip(self.sources, self.seeds)])
+        chunks = [stream.read_chunk(src, seed, first_step, num_steps, self.batch_size,
+                                    jax.process_index(), jax.process_count())
+                  for src, seed in zip(self.sources, self.seeds)]
+        return jax.tree.map(lambda *leaves: np.stack(leaves), *chunks)
 
     def init_data(self):
         if not self.streamed:
             return self.resident
-        return self.trainer.put_batch(self._read(0, 1)[:, 0])
+        return self.trainer.put_batch(jax.tree.map(lambda leaf: leaf[:, 0], self._read(0, 1)))
 
     def at(self, step: int):
         return self.trainer.put(self._read(step, self.chunk)) if self.streamed else self.resident

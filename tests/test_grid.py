@@ -144,3 +144,22 @@ def test_grid_resumes_exactly_after_sigkill(tmp_path):
     assert ((killed / "metrics.jsonl").read_text()
             == (tmp_path / "straight" / "metrics.jsonl").read_text())
     assert (killed / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
+
+
+def test_grid_of_streamed_mnist_runs_as_one_program(tmp_path):
+    """Streamed uint8 batches per member (each member reads its own seed's stream)."""
+    from experiments import mnist
+    from tests.test_mnist import fake_mnist
+
+    fake_mnist(tmp_path / "mnist", n=400)
+    config = tiny(mnist.get_config(), num_steps=20)
+    config.data.path = str(tmp_path / "mnist")
+    config.data.num_train, config.data.num_test = 256, 64
+    config.sampler.num_particles = 64
+    run_grid(config, {"train.restart_prob": [0.0, 1.0]}, [0, 1], tmp_path / "grid", "cmd",
+             progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "grid" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train" and r["step"] == 20]
+    assert sorted(r["member"] for r in train_rows) == [0, 1, 2, 3]
+    fractions = {r["member"]: r["restart_fraction"] for r in train_rows}
+    assert fractions[0] == fractions[1] == 0.0 and fractions[2] == fractions[3] == 1.0
