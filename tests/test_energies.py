@@ -7,6 +7,7 @@ import pytest
 
 from ebmdual import energies
 from experiments.defaults import base_config
+from experiments.registry import ENERGIES
 
 
 def numpy_shallow_energy(theta, w, x, num_positive, alpha):
@@ -35,14 +36,20 @@ def test_shallow_energy_equals_formula(num_positive, alpha):
 
 
 def test_shallow_init_unit_rows_and_initial_weight(key):
-    module = energies.ShallowEnergy(num_neurons=64, num_positive=10, init_weight=0.7)
-    params = module.init(key, jnp.zeros(15))
+    """Through `as_energy`: init draws unit rows and constant weights, energy_fn is the formula."""
+    energy = energies.as_energy(energies.ShallowEnergy(num_neurons=64, num_positive=10,
+                                                       init_weight=0.7))
+    params = energy.init(key, jnp.zeros(15))
     theta = np.asarray(params["params"]["theta"])
     assert theta.shape == (64, 15)
     np.testing.assert_allclose(np.linalg.norm(theta, axis=1), 1.0, atol=1e-6)
     assert np.unique(np.round(theta, 6), axis=0).shape[0] == 64  # distinct random directions
     np.testing.assert_array_equal(np.asarray(params["params"]["w"]), np.full(64, 0.7, np.float32))
     assert set(params["params"]) == {"theta", "w"}  # the signs are constants, not parameters
+    x = np.linspace(-1.0, 1.0, 15)
+    np.testing.assert_allclose(energy.energy_fn(params, jnp.asarray(x, jnp.float32)),
+                               numpy_shallow_energy(theta, np.full(64, 0.7), x, 10, 1.0),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("num_positive", [0, 2, 5])
@@ -118,24 +125,33 @@ def test_mlp_energy_equals_formula(key):
         np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-5, atol=1e-6)
 
 
-def test_get_energy_builds_the_configured_module():
+def test_registry_builds_the_configured_module():
+    """config.model -> module, through the table the trainer uses (experiments.registry).
+
+    Unknown names are rejected by experiments.validation (tests/test_experiments.py)."""
     config = base_config()
     config.model.num_neurons = 12
     config.model.num_positive = 4
     config.model.alpha = 2.0
     config.model.init_weight = 0.5
-    module = energies.get_energy(config)
+    assert set(ENERGIES) == {"shallow", "mlp"}
+    module = ENERGIES["shallow"](config)
     assert isinstance(module, energies.ShallowEnergy)
     assert (module.num_neurons, module.num_positive, module.alpha, module.init_weight) == (
         12, 4, 2.0, 0.5)
-    config.model.name = "mlp"
     config.model.hidden_sizes = (5, 6)
-    module = energies.get_energy(config)
+    module = ENERGIES["mlp"](config)
     assert isinstance(module, energies.MLPEnergy) and tuple(module.hidden_sizes) == (5, 6)
 
 
-def test_get_energy_unknown_name_raises():
-    config = base_config()
-    config.model.name = "transformer"
-    with pytest.raises(ValueError, match="transformer"):
-        energies.get_energy(config)
+def test_as_energy_passes_pairs_and_rejects_others(key):
+    """(init, energy_fn) pairs and Energy values pass through; anything else raises.
+    (Modules: test_shallow_init_unit_rows_and_initial_weight.)"""
+    quadratic = energies.as_energy((lambda k, example: jnp.ones(()),
+                                    lambda scale, x: scale * jnp.sum(x**2)))
+    scale = quadratic.init(key, jnp.zeros(2))
+    assert float(quadratic.energy_fn(scale, jnp.array([3.0, 4.0]))) == 25.0
+    assert energies.as_energy(quadratic) is quadratic
+    for invalid in (energies.shallow_energy, (len,), (len, len, len), (len, 1.0)):
+        with pytest.raises(TypeError):
+            energies.as_energy(invalid)
