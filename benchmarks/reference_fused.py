@@ -1,4 +1,4 @@
-"""A hand-fused baseline of the paper's d = 15 teacher iteration, in plain JAX (DESIGN §4).
+"""A hand-fused baseline of the paper's d = 15 teacher iteration, in plain JAX (docs/tasks.md, Neuron updates (WFR)).
 
 Not part of the library: it exists so that `benchmarks.throughput` can show how
 ebmdual's general train loop compares with the shortest program doing the same
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The d = 15 "old teacher" of the published runs (DESIGN §4), rows before normalisation.
+# The d = 15 "old teacher" of the published runs (docs/tasks.md, d = 15), rows before normalisation.
 TEACHER_THETA = np.array([
     [-0.1581, -0.1232, -0.1913, 0.4161, 0.4344, 0.1045, 0.3137, 0.2839,
      0.1072, 0.1849, -0.2719, -0.1624, -0.0897, -0.2070, 0.4179],

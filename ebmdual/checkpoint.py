@@ -8,14 +8,18 @@ metadata dict (the config and whatever the harness needs to continue).
 Orbax writes each step into a temporary directory and renames it when complete,
 so a process killed mid-write leaves only a temporary directory, which orbax
 ignores. `restore_latest` goes further: if the newest step directory cannot be
-read (half-copied, corrupted), it falls back to the one before it.
+read (half-copied, corrupted), it falls back to the one before it, and moves the
+unreadable one aside (to `<directory>.damaged/<step>-<time>`, kept for inspection),
+so that the run can write that step again when it gets there.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -62,15 +66,44 @@ class Checkpointer:
         restored = self._manager.restore(step, args=args)
         return Restored(step, restored.state, dict(restored.metadata))
 
-    def restore_latest(self, abstract_state) -> Restored | None:
-        """The newest checkpoint that reads back, or None when there is none."""
+    def restore_latest(self, abstract_state,
+                       report: Callable[[int, Path, Exception], None] | None = None
+                       ) -> Restored | None:
+        """The newest checkpoint that reads back, or None when there is none.
+
+        Each unreadable step on the way is moved aside (by process 0; see `move_aside`)
+        and reported as report(step, where it went, the error), by default a warning.
+        """
         for step in reversed(self.steps()):
             try:
                 return self.restore(step, abstract_state)
             except Exception as error:  # a damaged step: fall back to the previous one
-                logging.warning("checkpoint at step %d in %s is unreadable (%s); trying the "
-                                "previous one", step, self.directory, error)
+                aside = self.move_aside(step)
+                if report is None:
+                    logging.warning("checkpoint at step %d in %s is unreadable (%s); moved it "
+                                    "aside to %s", step, self.directory, error, aside)
+                else:
+                    report(step, aside, error)
         return None
+
+    def move_aside(self, step: int) -> Path:
+        """Move the directory of `step` to `<directory>.damaged/<step>-<time>` (outside the
+        directory, so that orbax no longer lists it and the step can be written again).
+        Under several processes only process 0 moves it. Returns the new place."""
+        aside = (self.directory.with_name(self.directory.name + ".damaged")
+                 / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        source = self.directory / str(step)
+        if jax.process_index() == 0 and source.exists():
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            while aside.exists():
+                aside = aside.with_name(aside.name + "-1")
+            shutil.move(str(source), str(aside))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"ebmdual: step {step} moved aside")
+        self._manager.reload()
+        return aside
 
     def close(self) -> None:
         self._manager.close()

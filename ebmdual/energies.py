@@ -55,7 +55,9 @@ def shallow_energy(theta: jax.Array, signed_weights: jax.Array, x: jax.Array,
       theta: (m, d) neurons. signed_weights: (m,). x: (d,).
     Returns: scalar.
     """
-    return jnp.mean(signed_weights * relu_power(theta @ x, alpha))
+    # x @ θᵀ, not θ @ x: vmapped over samples it gives (N, m) pre-activations, which XLA
+    # fuses without the transposed copies that (m, N) needs (benchmarks/throughput.py).
+    return jnp.mean(signed_weights * relu_power(x @ theta.T, alpha))
 
 
 def project_to_sphere(x: jax.Array) -> jax.Array:

@@ -38,7 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     optim.learning_rate = 1e-3       # adam / sgd
     optim.feature_learning_rate = 0.2   # wfr: h_θ
     optim.weight_learning_rate = 0.2    # wfr: h_w
-    optim.weight_cap = 10.0          # wfr: β, cap on mean(w)
+    # wfr: β, cap on mean(w); None: no cap. Typed `object` so that the command line takes
+    # --config.optim.weight_cap=None as well as a number.
+    optim.weight_cap = ml_collections.FieldReference(10.0, field_type=object)
     optim.grad_clip = 0.0            # adam / sgd: global-norm clip, 0 = none
 
     config.sampler = sampler = ml_collections.ConfigDict()

@@ -177,7 +177,9 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
     def save(state, step, active):
         checkpoints.save(step, state, {"active": [bool(a) for a in active],
                                        "members": [m.values for m in members]})
+        preemption.last_checkpoint = step
 
+    preemption = harness.PreemptionFlag(announce=jax.process_index() == 0)
     restored = checkpoints.restore_latest(trainer.abstract_state)
     if restored is None:
         state = trainer.init(jnp.stack(run_keys), feed.init_data())
@@ -198,7 +200,8 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
         print(f"resuming the grid in {workdir} from its checkpoint at step {step}")
 
     chunk = train_cfg.log_every
-    with harness.PreemptionFlag() as preemption:
+    preemption.last_checkpoint = step
+    with preemption:
         bar = tqdm(total=train_cfg.num_steps, initial=step, desc=f"grid of {len(members)}",
                    unit="step", disable=not progress or jax.process_index() != 0)
         while step < train_cfg.num_steps:
@@ -414,10 +417,26 @@ def run_grid(config, sweeps: dict, seeds: list[int], workdir, command: str = "",
     workdir.mkdir(parents=True, exist_ok=True)
     description = {"command": command, "keys": keys, "members": [m.values for m in members]}
     grid_file = workdir / GRID_FILE
-    if grid_file.exists() and json.loads(grid_file.read_text())["members"] != description["members"]:
-        raise harness.WorkdirError(f"{workdir} holds another grid (see {grid_file}); choose "
-                                   "another --workdir")
-    grid_file.write_text(json.dumps(description, indent=2))
+    lock = harness.WorkdirLock(workdir)
+    lock.acquire()  # one grid per workdir: a second sweep on it is refused with the pid
+    try:
+        return _run_locked(config, sweeps, members, keys, workdir, grid_file, description,
+                           command, progress, title)
+    finally:
+        lock.release()
+
+
+def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, command,
+                progress, title) -> str:
+    if grid_file.exists():
+        try:
+            stored = json.loads(grid_file.read_text())["members"]
+        except (ValueError, KeyError):
+            stored = None  # torn by a crash before anything ran: written again below
+        if stored is not None and stored != description["members"]:
+            raise harness.WorkdirError(f"{workdir} holds another grid (see {grid_file}); "
+                                       "choose another --workdir")
+    harness.write_atomic(grid_file, json.dumps(description, indent=2))
     start = time.perf_counter()
     fixed = shape_changing_keys(sweeps)
     if fixed:
@@ -430,10 +449,10 @@ def run_grid(config, sweeps: dict, seeds: list[int], workdir, command: str = "",
     seconds = time.perf_counter() - start
     write_results_csv(workdir / "results.csv", members, rows, keys)
     table = format_table(members, rows, keys, command)
-    (workdir / "table.md").write_text(table)
+    harness.write_atomic(workdir / "table.md", table)
     mode = "one after another" if fixed else "one program"
-    (workdir / "timing.json").write_text(json.dumps({"seconds": seconds, "mode": mode,
-                                                     "members": len(members)}))
+    harness.write_atomic(workdir / "timing.json", json.dumps(
+        {"seconds": seconds, "mode": mode, "members": len(members)}))
     print(f"{len(members)} members, {mode}: {seconds:.1f} s this session")
     plot_grid(members, rows, keys, workdir, title)
     return table

@@ -1,38 +1,62 @@
 """`train_and_evaluate(config, workdir)`: one run from a config to metrics, plots and a summary.
 
-Data flows one way: config → validation → data set → trainer (energy, sampler,
-optimizer, jitted loop) → state (restored from the newest checkpoint of the
-workdir, or `init(key)`) → chunks of `train.log_every` steps, each one compiled
-`lax.scan` call → metrics.jsonl (one line per chunk with its means; evaluation
-lines every `train.eval_every` steps) → checkpoints every
+Data flows one way: config → validation → workdir (locked, checked against the
+config) → data set → trainer (energy, sampler, optimizer, jitted loop) →
+config.json and run_info.json → state (restored from the newest readable
+checkpoint of the workdir, or `init(key)`) → chunks of `train.log_every` steps,
+each one compiled `lax.scan` call → metrics.jsonl (one line per chunk with its
+means; evaluation lines every `train.eval_every` steps) → checkpoints every
 `train.checkpoint_every` steps and at the end → plots → summary.json.
 
 Guarantees:
-* Resume is exact: a run interrupted at any checkpoint and started again gives
-  the same metrics and final state, bit for bit, as a run never interrupted
-  (batch and step keys are fold_in(seed key, step); metrics.jsonl is cut back
-  to the checkpoint's step).
-* SIGTERM / SIGINT: the current chunk finishes, a checkpoint is written, and
-  `Preempted` is raised with the command that resumes.
-* Divergence (a non-finite loss, parameter or particle, or |energy gap| >
-  `train.max_energy_gap`) raises `Diverged` naming the step, the quantity and
-  the last good checkpoint; with `train.on_divergence='rollback'` the run goes
-  back to that checkpoint, multiplies the learning rates by
-  `train.rollback_lr_factor` and continues, at most `train.max_rollbacks` times.
-  A diverged state is never checkpointed: the check precedes the save.
+* One run per workdir: process 0 holds an advisory lock (flock) on workdir/.lock,
+  which holds its pid, for the whole call; a second run on the workdir is refused
+  naming that pid. The kernel drops the lock when the process ends, however it
+  ends, so a killed run leaves no stale lock.
+* A failed start leaves nothing behind: config.json and run_info.json are written
+  only once the data set is loaded and the trainer built, and every file of the
+  workdir but metrics.jsonl (appended line by line) is written atomically (a
+  temporary file, fsync, rename). Configs are compared key by key: a key that the
+  code added since, at its default value, is the same config.
+* Resume is exact: a run interrupted at any point (SIGKILL included) and started
+  again gives the same metrics and final state, bit for bit, as a run never
+  interrupted (batch and step keys are fold_in(seed key, step); metrics.jsonl is
+  cut back to the checkpoint's step, dropping a torn last line and the rollbacks
+  that the checkpoint does not know of). An unreadable newest checkpoint is moved
+  aside (`checkpoints.damaged/`) and the run resumes from the one before.
+* A finished run is left untouched: started again, it says so and returns its summary.
+* SIGTERM / SIGINT: acknowledged at once; the current chunk finishes, a checkpoint
+  is written, and `Preempted` is raised with the command that resumes. A second
+  signal exits at once (status 128 + signal) without saving; the last complete
+  checkpoint stays valid.
+* Divergence (a non-finite loss, parameter or particle, |energy gap| >
+  `train.max_energy_gap`, or a stalled chunk: no parameter changed, or a loss
+  identically 0) raises `Diverged` naming the step, the quantity and the last
+  good checkpoint; with `train.on_divergence='rollback'` the run goes back to that
+  checkpoint, multiplies the learning rates by `train.rollback_lr_factor` and
+  continues, at most `train.max_rollbacks` times. A diverged state is never
+  checkpointed: the check precedes the save.
+* Files that cannot be written (a full disk, a read-only workdir) raise
+  `WorkdirError` with one line, naming the checkpoint that is intact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging as py_logging
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -52,10 +76,12 @@ from experiments.validation import validate_config
 PROGRESS_KEYS = ("loss", "energy_gap", "kl", "test_nll")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "blackjax", "chex", "orbax-checkpoint",
             "ml-collections", "tensorflow-datasets", "numpy", "ebmdual")
+LOCK_FILE = ".lock"
 
 
 class WorkdirError(RuntimeError):
-    """The workdir holds a run with another config (pass overwrite=True / --overwrite)."""
+    """The workdir cannot be used (another config, in use, not a writable directory,
+    unreadable files) or a file could not be written (a full disk). One line."""
 
 
 class Preempted(RuntimeError):
@@ -64,6 +90,23 @@ class Preempted(RuntimeError):
 
 class Diverged(RuntimeError):
     """Training diverged (and could not, or was not allowed to, roll back)."""
+
+
+class StoredSummary(dict):
+    """The summary.json of a run that had finished before: nothing was done this time."""
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace runs collapsed), at most `limit` chars."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def say(message: str) -> None:
+    """Print a line (process 0 only) above the progress bar, not on its line."""
+    if jax.process_index() == 0:
+        tqdm.write(message)
+        sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------- workdir
@@ -96,24 +139,206 @@ def run_info() -> dict:
             "git_dirty": None if status is None else bool(status)}
 
 
-def prepare_workdir(workdir: Path, config, overwrite: bool) -> None:
-    """Create `workdir`; refuse one whose stored config differs, unless `overwrite`.
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` by `text` at once: a temporary file in the same directory, fsynced,
+    renamed over it. A crash leaves the old file or the new one, never a part of one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise WorkdirError(f"could not write {path}: {error.strerror or one_line(error)}") from error
 
-    With overwrite the old run is moved to <workdir>.old-<timestamp>, not deleted.
-    Writes config.json and run_info.json.
-    """
-    stored = workdir / "config.json"
-    if stored.exists() and stored.read_text() != config_json(config):
-        if not overwrite:
-            raise WorkdirError(f"{workdir} holds a run with a different config (see {stored}); "
-                               "pass --overwrite to move it aside and start afresh, or choose "
-                               "another --workdir")
-        aside = workdir.with_name(f"{workdir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(workdir), str(aside))
-        print(f"moved the previous run aside to {aside}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    stored.write_text(config_json(config))
-    (workdir / "run_info.json").write_text(json.dumps(run_info(), indent=2))
+
+class WorkdirLock:
+    """An advisory lock (fcntl.flock) on workdir/.lock, which holds the holder's pid.
+
+    The kernel releases it when the process ends, however it ends, so a killed run
+    leaves no stale lock (the file stays; only the lock on it matters)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self.path, self._file = Path(workdir), Path(workdir) / LOCK_FILE, None
+
+    def acquire(self) -> None:
+        try:
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise WorkdirError(f"cannot write into the workdir {self.workdir}: "
+                               f"{error.strerror or one_line(error)}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise WorkdirError(f"cannot lock {self.path}: {error.strerror}") from None
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise WorkdirError(f"{self.workdir} is in use by {who} (it holds {self.path}); "
+                               "wait for it to finish or stop it, or choose another "
+                               "--workdir") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as error:
+            handle.close()
+            raise WorkdirError(f"cannot write into the workdir {self.workdir}: "
+                               f"{error.strerror or one_line(error)}") from None
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None
+
+
+_ABSENT = object()
+
+
+def config_differences(stored: dict, new: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """'key: X there, Y here' for every key whose values differ. A key absent from the
+    stored config is no difference when its new value is the code's default (`defaults`,
+    the same nesting): the code added it after the stored run."""
+    def show(value):
+        text = "a section" if isinstance(value, dict) else repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    differences = []
+    for key in sorted(set(stored) | set(new)):
+        name = prefix + key
+        old, value = stored.get(key, _ABSENT), new.get(key, _ABSENT)
+        default = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+        if isinstance(value, dict) and (isinstance(old, dict) or old is _ABSENT):
+            differences += config_differences({} if old is _ABSENT else old, value,
+                                              default if isinstance(default, dict) else {},
+                                              name + ".")
+        elif old is _ABSENT:
+            if not (default is not _ABSENT and default == value):
+                differences.append(f"{name}: absent there, {show(value)} here")
+        elif value is _ABSENT:
+            differences.append(f"{name}: {show(old)} there, absent here")
+        elif old != value:
+            differences.append(f"{name}: {show(old)} there, {show(value)} here")
+    return differences
+
+
+def holds_checkpoints(workdir: Path) -> bool:
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def finished_summary(workdir: Path, num_steps: int) -> dict | None:
+    """The summary.json of a run that reached `num_steps`, or None."""
+    try:
+        summary = json.loads((workdir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(summary, dict) and isinstance(summary.get("steps"), int) \
+            and summary["steps"] >= num_steps:
+        return summary
+    return None
+
+
+def inspect_workdir(workdir: Path, config, overwrite: bool) -> str:
+    """What `workdir` holds for `config`: 'empty' (start afresh), 'same' (this run: resume
+    it, or start it), 'finished' (this run, finished), or 'replace' (another run, or a
+    finished one, and `overwrite`: move it aside). Otherwise raises WorkdirError."""
+    from experiments.defaults import base_config
+
+    stored_path = workdir / "config.json"
+    refusal = None
+    try:
+        text = stored_path.read_text()
+        stored = json.loads(text)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        stored, refusal = None, f"{workdir} holds checkpoints but no config.json"
+    except (OSError, ValueError) as error:
+        reason = "empty" if stored_path.exists() and stored_path.stat().st_size == 0 \
+            else one_line(error, 120)
+        stored, refusal = None, f"{stored_path} is unreadable ({reason}), but the workdir holds checkpoints"
+    if stored is None:
+        if not holds_checkpoints(workdir):
+            return "empty"  # a start that never got going: nothing to keep
+        if overwrite:
+            return "replace"
+        raise WorkdirError(f"{refusal}: pass --overwrite to move the run aside and start "
+                           "afresh, or choose another --workdir")
+    differences = config_differences(stored, json.loads(config_json(config)),
+                                     json.loads(config_json(base_config())))
+    if differences:
+        if overwrite:
+            return "replace"
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+        raise WorkdirError(f"{workdir} holds a run with a different config ({shown}; see "
+                           f"{stored_path}); pass --overwrite to move it aside and start "
+                           "afresh, or choose another --workdir")
+    if finished_summary(workdir, config.train.num_steps) is not None:
+        return "replace" if overwrite else "finished"
+    return "same"
+
+
+def open_workdir(workdir: Path, config, overwrite: bool) -> tuple[WorkdirLock, str]:
+    """Create and lock `workdir`, and say what it holds (`inspect_workdir`)."""
+    if overwrite:
+        here, target = Path.cwd().resolve(), workdir.resolve()
+        if here == target or target in here.parents:
+            raise WorkdirError(f"--overwrite would move aside the workdir {workdir}, which holds "
+                               "the current directory; choose a subdirectory as --workdir")
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"the workdir {workdir} is a file, not a directory; choose another "
+                           "--workdir")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WorkdirError(f"cannot create the workdir {workdir}: "
+                           f"{error.strerror or one_line(error)}") from None
+    lock = WorkdirLock(workdir)
+    lock.acquire()
+    try:
+        return lock, inspect_workdir(workdir, config, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def move_run_aside(workdir: Path, lock: WorkdirLock) -> WorkdirLock:
+    """Rename the workdir to <workdir>.old-<time> (kept, not deleted), create it anew and
+    lock the new one; returns the new lock."""
+    aside = workdir.with_name(f"{workdir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    while aside.exists():
+        aside = aside.with_name(aside.name + "-1")
+    try:
+        os.rename(workdir, aside)
+        workdir.mkdir()
+    except OSError as error:
+        raise WorkdirError(f"cannot move {workdir} aside to {aside}: "
+                           f"{error.strerror or one_line(error)}") from None
+    new_lock = WorkdirLock(workdir)
+    new_lock.acquire()
+    lock.release()
+    say(f"moved the previous run aside to {aside}")
+    return new_lock
+
+
+VERDICTS = ("refused", "empty", "same", "finished", "replace")
+
+
+def from_process_0(verdict: str) -> str:
+    """Process 0's verdict on the workdir, in every process (all must call this together)."""
+    if jax.process_count() == 1:
+        return verdict
+    index = multihost_utils.broadcast_one_to_all(np.int32(VERDICTS.index(verdict)))
+    return VERDICTS[int(index)]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -133,21 +358,59 @@ class MetricsLog:
         self.rows.append(row)
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+        except OSError as error:
+            raise WorkdirError(f"could not write {self.path}: "
+                               f"{error.strerror or one_line(error)}") from error
 
     def rows_of(self, kind: str) -> list[dict]:
         return [r for r in self.rows if r["kind"] == kind]
 
-    def truncate(self, step: int) -> None:
-        """Keep the lines up to `step` (and every rollback record), on disk too."""
-        if not self.enabled:
-            self.rows = [r for r in self.rows if r["step"] <= step or r["kind"] == "rollback"]
-            return
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        self.rows = [r for r in map(json.loads, lines) if r["step"] <= step or r["kind"] == "rollback"]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+    def read(self) -> list[dict]:
+        """The rows on disk. A torn last line (a crash mid-write) is dropped; any other
+        line that is not a JSON row raises WorkdirError naming it."""
+        if not self.path.exists():
+            return []
+        lines = self.path.read_bytes().decode("utf-8", errors="replace").split("\n")
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        rows = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not (isinstance(row, dict) and "kind" in row and "step" in row):
+                    raise ValueError("not a metrics row")
+            except ValueError as error:
+                if i == last:
+                    continue  # torn by a crash while it was written
+                raise WorkdirError(f"{self.path}, line {i + 1}, is not a metrics row "
+                                   f"({one_line(error, 80)}): repair or delete that line, or "
+                                   "pass --overwrite to start afresh") from None
+            rows.append(row)
+        return rows
+
+    def truncate(self, step: int, keep_rollbacks: bool = False) -> None:
+        """Keep the rows up to `step`, on disk too.
+
+        Rollback rows are kept when the checkpoint of `step` knows of them (they restored
+        an earlier step; a rollback to `step` itself came after that checkpoint and will
+        happen again), or all of them with keep_rollbacks (a rollback within the run)."""
+
+        def keep(row):
+            if row["kind"] == "rollback":
+                return keep_rollbacks or row.get("restored_step", row["step"]) < step
+            return row["step"] <= step
+
+        if step < 0:  # a fresh start: whatever is there goes, readable or not
+            self.rows = []
+        else:
+            self.rows = [r for r in (self.read() if self.enabled else self.rows) if keep(r)]
+        if self.enabled:
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
 
 def chunk_means(metrics: dict, step: int) -> dict:
@@ -156,10 +419,28 @@ def chunk_means(metrics: dict, step: int) -> dict:
             **{k: float(np.mean(v)) for k, v in metrics.items()}}
 
 
-def find_divergence(metrics: dict, first_step: int, max_energy_gap: float):
-    """(step, quantity, value) of the first diverged step of a chunk, or None.
+class Divergence(NamedTuple):
+    """The first diverged step of a chunk, what diverged (a phrase that names the quantity
+    and its value where it has one), and that value (nan where there is none)."""
+
+    step: int
+    quantity: str
+    value: float
+
+
+def all_finite(tree) -> bool:
+    """True when every floating leaf of a pytree of host arrays is finite."""
+    return all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+
+
+def find_divergence(metrics: dict, first_step: int, max_energy_gap: float,
+                    host_state: Callable[[], tuple] | None = None) -> Divergence | None:
+    """The Divergence of the first diverged step of a chunk, or None.
 
     metrics: host arrays of shape (chunk,); first_step: the step of metrics[...][0] (1-based).
+    host_state: () -> (params, particles) as host arrays at the chunk's end (particles
+    may be None), called only to tell which of them is non-finite.
     """
     finite = np.asarray(metrics["finite"]) > 0
     # Without a sampler (score-matching objectives) there is no energy gap to bound.
@@ -168,54 +449,157 @@ def find_divergence(metrics: dict, first_step: int, max_energy_gap: float):
     if not bad.any():
         return None
     i = int(np.argmax(bad))
+    step, loss = first_step + i, float(metrics["loss"][i])
     if not finite[i]:
-        quantity = "loss" if not np.isfinite(metrics["loss"][i]) else "parameters or particles"
-        return first_step + i, f"non-finite {quantity}", float(metrics["loss"][i])
-    return first_step + i, f"|energy gap| > train.max_energy_gap={max_energy_gap:g}", float(gap[i])
+        if not np.isfinite(loss):
+            return Divergence(step, f"non-finite loss ({loss})", loss)
+        culprits = []
+        if host_state is not None:
+            params, particles = host_state()
+            culprits = [name for name, tree in (("parameters", params), ("particles", particles))
+                        if tree is not None and not all_finite(tree)]
+        return Divergence(step, "non-finite " + (" and ".join(culprits) or "parameters or particles"),
+                          float("nan"))
+    return Divergence(step, f"|energy gap| = {abs(float(gap[i])):.4g} > train.max_energy_gap = "
+                            f"{max_energy_gap:g}", float(gap[i]))
+
+
+def find_stall(metrics: dict, params_before, params_after, first_step: int) -> Divergence | None:
+    """A Divergence when the chunk stalled: its loss identically 0, or no parameter changed
+    (params_*: host copies at the chunk's start and end); else None."""
+    last = first_step + len(np.asarray(metrics["loss"])) - 1
+    span = f"steps {first_step}-{last}"
+    if np.all(np.asarray(metrics["loss"]) == 0):
+        return Divergence(last, f"stalled: loss identically 0 over {span}", 0.0)
+    before, after = jax.tree.leaves(params_before), jax.tree.leaves(params_after)
+    if len(before) == len(after) and all(np.array_equal(a, b) for a, b in zip(before, after)):
+        return Divergence(last, f"stalled: no parameter changed over {span}", 0.0)
+    return None
 
 
 # ----------------------------------------------------------------------------- signals
 
 class PreemptionFlag:
-    """Context manager: SIGTERM and SIGINT set `.raised` instead of killing the process."""
+    """Context manager: SIGTERM and SIGINT set `.raised` instead of killing the process.
+
+    The first signal is acknowledged at once (by a thread woken through
+    signal.set_wakeup_fd, even while the main thread waits on a compiled call); a
+    second one exits at once, status 128 + signal, without saving: the last complete
+    checkpoint (`.last_checkpoint`, kept up to date by the caller) stays valid.
+    announce=False (processes other than 0) prints nothing.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    ACKNOWLEDGE = ("stopping after this chunk: saving a checkpoint; press Ctrl-C again to stop "
+                   "without saving")
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.raised = None
+        self.last_checkpoint = None
+        self.announce = announce
         self._previous = {}
+        self._received = 0
+        self._watching = False
+        self._pipe = None
+        self._thread = None
+        self._old_wakeup = -1
 
     def _handle(self, signum, frame):
         del frame
-        self.raised = signal.Signals(signum).name
+        if self.raised is None:
+            self.raised = signal.Signals(signum).name
+        if not self._watching:  # no wake-up thread: count here
+            self._received_signal(signum)
+
+    def _received_signal(self, signum: int) -> None:
+        self._received += 1
+        name = signal.Signals(signum).name
+        if self.raised is None:
+            self.raised = name
+        label = "Ctrl-C" if signum == signal.SIGINT else name
+        if self._received == 1:
+            self._print(self.ACKNOWLEDGE if signum == signal.SIGINT else
+                        f"{name} received: " + self.ACKNOWLEDGE.replace(
+                            "press Ctrl-C again", "a second signal stops it"))
+            return
+        where = "" if self.last_checkpoint is None else f" (step {self.last_checkpoint})"
+        self._print(f"second {label}: stopped without saving; the last complete "
+                    f"checkpoint{where} stays valid")
+        for stream_ in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream_.flush()
+        os._exit(128 + signum)
+
+    def _print(self, message: str) -> None:
+        if self.announce:
+            with contextlib.suppress(Exception):
+                tqdm.write(message)
+                sys.stdout.flush()
+
+    def _watch(self, fd: int) -> None:
+        wanted = {int(s) for s in self.SIGNALS}
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum in wanted:
+                    self._received_signal(signum)
 
     def __enter__(self):
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            read_end, write_end = os.pipe()
+            os.set_blocking(write_end, False)
+            self._old_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        except (OSError, ValueError):
+            return self
+        self._pipe = (read_end, write_end)
+        self._thread = threading.Thread(target=self._watch, args=(read_end,), daemon=True,
+                                        name="ebmdual-signals")
+        self._watching = True
+        self._thread.start()
         return self
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            self._watching = False
+            os.close(self._pipe[1])  # the thread reads the end of the pipe and returns
+            self._thread.join(timeout=5)
+            os.close(self._pipe[0])
+            self._pipe = None
         return False
 
 
 # ----------------------------------------------------------------------------- plots
 
 def save_plots(dataset, trainer, params, particles, temperature: float, log: MetricsLog,
-               workdir: Path) -> None:
-    """metrics.png, and samples.png for 2-D and S^2 tasks. particles: host arrays or None."""
-    plots.plot_metrics(log.rows_of("train"), log.rows_of("eval"), str(workdir / "metrics.png"))
+               workdir: Path, config=None) -> None:
+    """metrics.png, and samples.png for 2-D, S^2 and MNIST tasks (titled with the run's
+    name and swept values). particles: host arrays or None."""
+    title = plots.run_title(config, str(workdir)) if config is not None else None
+    plots.plot_metrics(log.rows_of("train"), log.rows_of("eval"), str(workdir / "metrics.png"),
+                       title=title)
     model = temperature_scaled(trainer.energy_fn)
     model_params = (params, temperature)
     dim = dataset.train.shape[-1]
+    samples = str(workdir / "samples.png")
     if dataset.manifold == "sphere" and dim == 3:
         plots.plot_samples_sphere(model, model_params, dataset.target_energy_fn,
-                                  dataset.target_params, dataset.train, particles,
-                                  str(workdir / "samples.png"))
+                                  dataset.target_params, dataset.train, particles, samples,
+                                  title=title)
     elif dataset.manifold == "euclidean" and dim == 2:
-        plots.plot_samples_2d(model, model_params, dataset.train, particles,
-                              dataset.box, str(workdir / "samples.png"))
+        plots.plot_samples_2d(model, model_params, dataset.train, particles, dataset.box,
+                              samples, title=title)
+    elif dataset.name == "mnist" and particles is not None:
+        plots.plot_image_grid(particles, dataset.test, samples, title=title)
 
 
 # ----------------------------------------------------------------------------- processes
@@ -257,16 +641,49 @@ class Position(NamedTuple):
     rollbacks: int
 
 
+@contextlib.contextmanager
+def _errors_unlogged():
+    """Keep the errors that orbax's threads log (absl) off the console while a save runs;
+    a failed save is reported by the caller in one line."""
+    logger = py_logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(py_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_checkpoint(checkpoints: Checkpointer, position: Position, config) -> None:
-    """The state, with the config and the rollback bookkeeping as metadata."""
-    checkpoints.save(position.step, position.state,
-                     {"lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
-                      "config": json.loads(config_json(config))})
+    """The state, with the config and the rollback bookkeeping as metadata. A failed save
+    (a full disk) removes its partial directory and raises WorkdirError in one line."""
+    try:
+        with _errors_unlogged():
+            checkpoints.save(position.step, position.state,
+                             {"lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
+                              "config": json.loads(config_json(config))})
+    except Exception as error:
+        for partial in checkpoints.directory.glob(f"{position.step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        try:
+            intact = [s for s in checkpoints.steps() if s < position.step]
+        except Exception:  # noqa: BLE001 - the listing is only for the message
+            intact = []
+        where = (f"the checkpoint of step {intact[-1]} is intact" if intact
+                 else "no checkpoint was complete")
+        raise WorkdirError(f"could not write the checkpoint of step {position.step} in "
+                           f"{checkpoints.directory}: {one_line(error)}; {where}: free space (or "
+                           "fix the workdir) and run the same command to resume") from error
+
+
+def report_damaged(step: int, aside: Path, error: Exception) -> None:
+    say(f"the checkpoint of step {step} is unreadable ({one_line(error, 160)}); "
+        f"moved aside to {aside}")
 
 
 def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir, config) -> Position:
     """The newest readable checkpoint, or a fresh state (evaluated and saved as step 0)."""
-    restored = checkpoints.restore_latest(trainer.abstract_state)
+    restored = checkpoints.restore_latest(trainer.abstract_state, report=report_damaged)
     if restored is None:
         position = Position(init_state(), 0, 1.0, 0)
         log.truncate(-1)
@@ -274,7 +691,7 @@ def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir, co
         save_checkpoint(checkpoints, position, config)
         return position
     log.truncate(restored.step)
-    print(f"resuming {workdir} from the checkpoint at step {restored.step}")
+    say(f"resuming {workdir} from the checkpoint at step {restored.step}")
     return Position(restored.state, restored.step, restored.metadata["lr_scale"],
                     restored.metadata["rollbacks"])
 
@@ -283,25 +700,35 @@ def roll_back(divergence, position: Position, checkpoints, trainer, train_cfg, l
     """Restore the last good checkpoint with learning rates lowered by rollback_lr_factor,
     or raise Diverged when rollbacks are off or used up."""
     bad_step, quantity, value = divergence
-    last_good = checkpoints.steps()[-1]
-    if train_cfg.on_divergence != "rollback" or position.rollbacks >= train_cfg.max_rollbacks:
-        why = ("" if train_cfg.on_divergence != "rollback"
-               else f" after {position.rollbacks} rollbacks (train.max_rollbacks)")
-        raise Diverged(f"training diverged at step {bad_step}: {quantity} (value {value:.4g}){why}. "
-                       f"Last good checkpoint: step {last_good} in {checkpoints.directory}. Try a "
-                       "smaller learning rate, or --config.train.on_divergence=rollback.")
-    restored = checkpoints.restore(last_good, trainer.abstract_state)
+    rollback = train_cfg.on_divergence == "rollback"
+    if not rollback or position.rollbacks >= train_cfg.max_rollbacks:
+        steps = checkpoints.steps()
+        last_good = (f"step {steps[-1]} in {checkpoints.directory}" if steps
+                     else f"none in {checkpoints.directory}")
+        if rollback:
+            why = (f", after {position.rollbacks} rollback{'s' * (position.rollbacks != 1)} "
+                   f"(train.max_rollbacks={train_cfg.max_rollbacks})")
+            advice = ("Try smaller learning rates, a smaller train.rollback_lr_factor or a "
+                      "larger train.max_rollbacks.")
+        else:
+            why, advice = "", "Try a smaller learning rate, or --config.train.on_divergence=rollback."
+        raise Diverged(f"training diverged at step {bad_step}: {quantity}{why}. Last good "
+                       f"checkpoint: {last_good}. {advice}")
+    restored = checkpoints.restore_latest(trainer.abstract_state, report=report_damaged)
+    if restored is None:
+        raise Diverged(f"training diverged at step {bad_step}: {quantity}, and no checkpoint in "
+                       f"{checkpoints.directory} reads back to roll back to.")
+    last_good = restored.step
     lr_scale = position.lr_scale * train_cfg.rollback_lr_factor
     factor = lr_scale / restored.metadata["lr_scale"]  # the checkpoint may predate earlier rollbacks
     rates = learning_rates(restored.state.opt_state)
     state = with_hyperparams(restored.state, **{k: v * factor for k, v in rates.items()})
     rolled = Position(state, last_good, lr_scale, position.rollbacks + 1)
-    log.truncate(last_good)
+    log.truncate(last_good, keep_rollbacks=True)
     log.write({"kind": "rollback", "step": bad_step, "quantity": quantity, "value": value,
                "restored_step": last_good, "lr_scale": lr_scale})
-    print(f"step {bad_step}: {quantity} (value {value:.4g}); rolled back to step {last_good} "
-          f"with learning rates x{lr_scale:g} (rollback {rolled.rollbacks} of at most "
-          f"{train_cfg.max_rollbacks})")
+    say(f"step {bad_step}: {quantity}; rolled back to step {last_good} with learning rates "
+        f"x{lr_scale:g} (rollback {rolled.rollbacks} of at most {train_cfg.max_rollbacks})")
     return rolled
 
 
@@ -350,25 +777,56 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
+def host_params(state):
+    """A host copy of the parameters (owned, so that donating the state cannot touch it)."""
+    return jax.tree.map(lambda leaf: np.array(leaf, copy=True), host_copy(state.params))
+
+
 def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool = False,
                        resume_hint: str | None = None) -> dict:
     """Train the configured model in `workdir` (resuming if it holds a checkpoint).
 
-    Returns the summary, also written to summary.json. Raises ConfigError,
-    WorkdirError, DatasetError, Preempted or Diverged with a one-paragraph message;
-    `resume_hint` is the command that Preempted tells the user to run.
+    Returns the summary, also written to summary.json; for a run that had finished
+    before, its stored summary as a `StoredSummary`, with nothing done. Raises
+    ConfigError, WorkdirError, DatasetError, Preempted or Diverged with a one-paragraph
+    message; `resume_hint` is the command that Preempted tells the user to run.
+    overwrite: start afresh where the workdir holds another config's run or a finished
+    run (moved aside to <workdir>.old-<time>); an unfinished run of this config resumes.
 
     Under several processes (`jax.distributed.initialize()` before the call) every
     process runs this function on its share of the devices and of each batch; only
-    process 0 writes files and prints, and orbax writes the checkpoints of all.
+    process 0 locks the workdir, writes files and prints, and orbax writes the
+    checkpoints of all.
     """
     validate_config(config, num_devices=jax.device_count())
     workdir = Path(workdir)
     primary = jax.process_index() == 0
+    lock, verdict, refusal = None, "empty", None
     if primary:
-        prepare_workdir(workdir, config, overwrite)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("ebmdual: workdir ready")
+        try:
+            lock, verdict = open_workdir(workdir, config, overwrite)
+        except WorkdirError as error:
+            verdict, refusal = "refused", error
+    try:
+        verdict = from_process_0(verdict)
+        if verdict == "refused":
+            raise refusal or WorkdirError(f"process 0 refused the workdir {workdir}")
+        if verdict == "finished":
+            if not primary:
+                return StoredSummary()
+            summary = finished_summary(workdir, config.train.num_steps)
+            say(f"{workdir} holds a finished run of {summary['steps']} steps; nothing to do "
+                "(pass --overwrite to start again)")
+            return StoredSummary(summary)
+        return _train(config, workdir, progress, resume_hint, verdict, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir: Path, progress: bool, resume_hint, verdict: str, lock) -> dict:
+    """train_and_evaluate once the workdir is locked and known to be this run's (or new)."""
+    primary = jax.process_index() == 0
     train_cfg = config.train
     data_key, run_key = jax.random.split(jax.random.key(config.seed))
     dataset = get_dataset(config, data_key)
@@ -376,62 +834,96 @@ def train_and_evaluate(config, workdir, progress: bool = True, overwrite: bool =
     trainer = components.trainer
     feed = DataFeed(components, dataset, config.seed, train_cfg.log_every)
     evaluate = make_evaluator(config, dataset, trainer.energy_fn)
+    try:
+        # The run can start: only now is the workdir touched.
+        if primary:
+            if verdict == "replace":
+                lock = move_run_aside(workdir, lock)
+            write_atomic(workdir / "config.json", config_json(config))
+            write_atomic(workdir / "run_info.json", json.dumps(run_info(), indent=2))
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("ebmdual: workdir ready")
+        return _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evaluate,
+                     run_key)
+    finally:
+        feed.close()
+        if lock is not None:
+            lock.release()
+
+
+def _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evaluate, run_key):
+    primary = jax.process_index() == 0
+    train_cfg = config.train
     log = MetricsLog(workdir / "metrics.jsonl", enabled=primary)
     checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
-    position = start_or_resume(checkpoints, trainer, lambda: trainer.init(run_key, feed.init_data()),
-                               evaluate, log, workdir, config)
-
-    num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
-    first_step, start, latest = position.step, time.perf_counter(), {}
-    feed.start(position.step)
-    # Signals only set a flag until this function returns: during the loop they stop it
-    # at the next chunk boundary with a checkpoint; after it, the finished run completes.
-    with PreemptionFlag() as preemption:
-        bar = tqdm(total=num_steps, initial=position.step, desc="train", unit="step",
-                   disable=not (progress and primary))
-        while position.step < num_steps:
-            state, metrics = trainer.train_loop(position.state, feed.next())
-            metrics = jax.device_get(metrics)
-            divergence = find_divergence(metrics, position.step + 1, train_cfg.max_energy_gap)
-            if divergence is not None:
-                position = roll_back(divergence, position, checkpoints, trainer, train_cfg, log)
-                feed.start(position.step)
-                bar.reset(total=num_steps)
-                bar.update(position.step)
-                continue
-            step = position.step + chunk
-            position = position._replace(state=state, step=step)
-            rows = [chunk_means(metrics, step)]
-            if step % train_cfg.eval_every == 0 or step >= num_steps:
-                rows.append({"kind": "eval", "step": step, **evaluate_on_host(evaluate, state)})
-            for row in rows:
-                log.write(row)
-                latest.update(row)
-            # Read the flag once: a signal landing between the save and the stop checks
-            # would otherwise stop without the checkpoint it promises. All processes
-            # agree on it, so that they save and stop together.
-            stopping = any_process(preemption.raised is not None) and step < num_steps
-            if step % train_cfg.checkpoint_every == 0 or step >= num_steps or stopping:
-                save_checkpoint(checkpoints, position, config)
-            bar.update(chunk)
-            bar.set_postfix({k: f"{latest[k]:.4g}" for k in PROGRESS_KEYS if k in latest})
-            if stopping:
-                bar.close()
-                feed.close()
-                checkpoints.close()
-                raise Preempted(f"{preemption.raised or 'a signal to another process'} received: "
-                                f"saved a checkpoint at step {step} of {num_steps}. Resume with: "
-                                f"{resume_hint or 'the same call on workdir ' + str(workdir)}")
-        bar.close()
-        feed.close()
-        seconds = time.perf_counter() - start
-        checkpoints.close()
-        summary = summarize(position, log, trainer, seconds, first_step)
-        params, particles = host_copy(position.state.params), host_copy(position.state.particles)
-        if primary:
-            save_plots(dataset, trainer, params, particles, summary["temperature"], log, workdir)
-            (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    try:
+        position = start_or_resume(checkpoints, trainer,
+                                   lambda: trainer.init(run_key, feed.init_data()),
+                                   evaluate, log, workdir, config)
+        num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
+        first_step, start, latest = position.step, time.perf_counter(), {}
+        feed.start(position.step)
+        # Signals only set a flag until this function returns: during the loop they stop it
+        # at the next chunk boundary with a checkpoint; after it, the finished run completes.
+        with PreemptionFlag(announce=primary) as preemption:
+            preemption.last_checkpoint = position.step
+            bar = tqdm(total=num_steps, initial=position.step, desc="train", unit="step",
+                       disable=not (progress and primary))
+            try:
+                before = host_params(position.state)
+                while position.step < num_steps:
+                    state, metrics = trainer.train_loop(position.state, feed.next())
+                    metrics = jax.device_get(metrics)
+                    after = host_params(state)
+                    divergence = (
+                        find_divergence(metrics, position.step + 1, train_cfg.max_energy_gap,
+                                        lambda: (after, host_copy(state.particles)))
+                        or find_stall(metrics, before, after, position.step + 1))
+                    if divergence is not None:
+                        position = roll_back(divergence, position, checkpoints, trainer,
+                                             train_cfg, log)
+                        before = host_params(position.state)
+                        feed.start(position.step)
+                        bar.reset(total=num_steps)
+                        bar.update(position.step)
+                        continue
+                    before = after
+                    step = position.step + chunk
+                    position = position._replace(state=state, step=step)
+                    rows = [chunk_means(metrics, step)]
+                    if step % train_cfg.eval_every == 0 or step >= num_steps:
+                        rows.append({"kind": "eval", "step": step,
+                                     **evaluate_on_host(evaluate, state)})
+                    for row in rows:
+                        log.write(row)
+                        latest.update(row)
+                    # Read the flag once: a signal landing between the save and the stop
+                    # checks would otherwise stop without the checkpoint it promises. All
+                    # processes agree on it, so that they save and stop together.
+                    stopping = any_process(preemption.raised is not None) and step < num_steps
+                    if step % train_cfg.checkpoint_every == 0 or step >= num_steps or stopping:
+                        save_checkpoint(checkpoints, position, config)
+                        preemption.last_checkpoint = step
+                    bar.update(chunk)
+                    bar.set_postfix({k: f"{latest[k]:.4g}" for k in PROGRESS_KEYS if k in latest})
+                    if stopping:
+                        raise Preempted(
+                            f"{preemption.raised or 'a signal to another process'} received: "
+                            f"saved a checkpoint at step {step} of {num_steps}. Resume with: "
+                            f"{resume_hint or 'the same call on workdir ' + str(workdir)}")
+            finally:
+                bar.close()  # before any message: not on the bar's line
+            seconds = time.perf_counter() - start
+            summary = summarize(position, log, trainer, seconds, first_step)
+            params, particles = host_copy(position.state.params), host_copy(position.state.particles)
+            if primary:
+                save_plots(dataset, trainer, params, particles, summary["temperature"], log,
+                           workdir, config)
+                write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
+        return summary
+    finally:
+        with contextlib.suppress(Exception):
+            checkpoints.close()
 
 
 def summarize(position: Position, log: MetricsLog, trainer, seconds: float, first_step: int) -> dict:

@@ -27,14 +27,33 @@ import shlex
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/teacher.py", "Base config file.",
-                                          lock_config=True)
-_SWEEP = flags.DEFINE_multi_string("sweep", [], "key=v1,v2,...: a swept config key (repeatable).")
-_SEEDS = flags.DEFINE_list("seeds", ["3"], "A count n (seeds 0..n-1) or a list of seeds.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/sweep", "Directory of the sweep.")
+from experiments.run import DEFAULT_CONFIG, describe_flag_error
+
+_FLAGS = SimpleNamespace()  # the flag holders, once defined and parsed
+
+
+def _parse_flags_or_exit(argv):
+    """Define and parse the flags; any problem is one line and exit status 2."""
+    try:
+        holders = SimpleNamespace(
+            config=config_flags.DEFINE_config_file(
+                "config", DEFAULT_CONFIG, "Base config file.", lock_config=True, sys_argv=argv),
+            sweep=flags.DEFINE_multi_string("sweep", [], "key=v1,v2,...: a swept config key "
+                                            "(repeatable)."),
+            seeds=flags.DEFINE_list("seeds", ["3"], "A count n (seeds 0..n-1) or a list."),
+            workdir=flags.DEFINE_string("workdir", "workdirs/sweep", "Directory of the sweep."))
+        remaining = flags.FLAGS(argv)
+        holders.config.value.keys()  # a config file that failed to load raises when read
+    except Exception as error:  # noqa: BLE001 - config files can raise anything
+        print(f"error: {describe_flag_error(error, argv)}", file=sys.stderr)
+        sys.exit(2)
+    vars(_FLAGS).update(vars(holders))
+    return remaining
 
 NONE_ALLOWED = ("optim.weight_cap",)
 
@@ -158,9 +177,9 @@ def main(argv):
 
     config_name = Path(flags.FLAGS["config"].config_filename.partition(":")[0]).stem
     try:
-        sweeps = parse_sweeps(_CONFIG.value, _SWEEP.value)
-        seeds = parse_seeds(_SEEDS.value)
-        print(run_grid(_CONFIG.value, sweeps, seeds, Path(_WORKDIR.value), command,
+        sweeps = parse_sweeps(_FLAGS.config.value, _FLAGS.sweep.value)
+        seeds = parse_seeds(_FLAGS.seeds.value)
+        print(run_grid(_FLAGS.config.value, sweeps, seeds, Path(_FLAGS.workdir.value), command,
                        title=config_name))
     except (SweepError, ConfigError, WorkdirError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -174,4 +193,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags_or_exit)

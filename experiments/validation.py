@@ -10,6 +10,8 @@ so adding an entry there is all it takes to allow its name here.
 
 from __future__ import annotations
 
+import math
+
 from ebmdual.data import DATASET_NAMES
 from ebmdual.train import RESTART_SCHEDULES, RESTART_TARGETS
 from experiments.registry import (ANTITHETIC_SAMPLERS, ENERGIES, OBJECTIVES, OPTIMIZERS,
@@ -34,8 +36,12 @@ def _problems(config, num_devices: int):
     def need(ok, key, value, allowed):
         return None if ok else (key, value, allowed)
 
+    def number(value):
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+
     def positive(key, value):
-        return need(isinstance(value, (int, float)) and value > 0, key, value, "a number > 0")
+        return need(number(value) and value > 0, key, value, "a finite number > 0")
 
     def count(key, value, minimum=1):
         return need(isinstance(value, int) and value >= minimum, key, value,
@@ -92,11 +98,12 @@ def _problems(config, num_devices: int):
                    f"'adam' or 'sgd' for model.name={model.name!r}; 'wfr' needs 'shallow'")
         yield positive("optim.feature_learning_rate", optim.feature_learning_rate)
         yield positive("optim.weight_learning_rate", optim.weight_learning_rate)
-        yield need(optim.weight_cap is None or optim.weight_cap > 0, "optim.weight_cap",
-                   optim.weight_cap, "None (no cap) or a number > 0")
+        yield need(optim.weight_cap is None or (number(optim.weight_cap) and optim.weight_cap > 0),
+                   "optim.weight_cap", optim.weight_cap, "None (no cap) or a finite number > 0")
     else:
         yield positive("optim.learning_rate", optim.learning_rate)
-    yield need(optim.grad_clip >= 0, "optim.grad_clip", optim.grad_clip, "0 (off) or a number > 0")
+    yield need(number(optim.grad_clip) and optim.grad_clip >= 0, "optim.grad_clip",
+               optim.grad_clip, "0 (off) or a finite number > 0")
 
     yield one_of("sampler.name", sampler.name, tuple(SAMPLERS))
     if on_sphere:
