@@ -391,16 +391,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(wd) for c, wd in zip(r, widths))
-    print(line(header))
-    print("  ".join("-" * wd for wd in widths))
-    for row in rows:
-        print(line(row))
-
-
 def main(argv=None):
+    from benchmarks.throughput import print_table  # imported here: throughput imports this module
+
     args = parse_args(argv)
     grads = [g.strip() for g in args.gradients.split(",") if g.strip()]
     if set(grads) - set(GRADIENTS):
@@ -452,7 +445,7 @@ def main(argv=None):
                              f"{1e3 / r['median_ms']:.1f}", f"{r['warmup_s']:.1f}", load))
             print(f"  done: {name}", flush=True)
     print()
-    _print_table(("program", "ms/iteration (median)", "ms (best call)", "iterations/s",
+    print_table(("program", "ms/iteration (median)", "ms (best call)", "iterations/s",
                   "warm-up call s", "load avg"), rows)
 
 
