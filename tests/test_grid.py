@@ -16,7 +16,7 @@ from experiments import mixture2d, sphere3d
 from experiments.grid import grid_members, run_grid, shape_changing_keys
 from experiments.harness import train_and_evaluate
 from experiments.sweep import SweepError, parse_seeds, parse_sweeps
-from tests.test_experiments import tiny
+from tests.test_experiments import resume_case, tiny
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -148,14 +148,8 @@ def test_grid_resumes_exactly_after_sigkill(tmp_path):
 
 def test_grid_of_streamed_mnist_runs_as_one_program(tmp_path):
     """Streamed uint8 batches per member (each member reads its own seed's stream)."""
-    from experiments import mnist
-    from tests.test_mnist import fake_mnist
-
-    fake_mnist(tmp_path / "mnist", n=400)
-    config = tiny(mnist.get_config(), num_steps=20)
-    config.data.path = str(tmp_path / "mnist")
-    config.data.num_train, config.data.num_test = 256, 64
-    config.sampler.num_particles = 64
+    config = resume_case("mnist-streamed", tmp_path)  # tiny MNIST on fake IDX files
+    config.train.num_steps = 20
     run_grid(config, {"train.restart_prob": [0.0, 1.0]}, [0, 1], tmp_path / "grid", "cmd",
              progress=False)
     rows = [json.loads(line) for line in (tmp_path / "grid" / "metrics.jsonl").read_text().splitlines()]
