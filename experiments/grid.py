@@ -114,7 +114,7 @@ def make_grid_step(train_loop, max_energy_gap: float):
 
 
 def member_slice(tree, m: int):
-    return jax.tree.map(lambda leaf: None if leaf is None else leaf[m], tree)
+    return jax.tree.map(lambda leaf: leaf[m], tree)  # None (no particles) stays None
 
 
 class GridFeed:

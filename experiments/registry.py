@@ -52,8 +52,8 @@ def _ula(config, energy_fn, manifold):
 def _mala(config, energy_fn, manifold):
     del manifold
     s = config.sampler
-    return samplers.mala(energy_fn, s.num_steps, target_acceptance=s.get("target_acceptance"),
-                         adaptation_rate=s.get("adaptation_rate", 0.05))
+    return samplers.mala(energy_fn, s.num_steps, target_acceptance=s.target_acceptance,
+                         adaptation_rate=s.adaptation_rate)
 
 
 def _hmc(config, energy_fn, manifold):
