@@ -30,6 +30,18 @@ With Δ = E_θ − E* and x_i ~ p*, i = 1..n:
   since Z_θ/Z* = E_{p*}[exp(−Δ)]. Linearising log around the sample mean b̂ of
   exp(−Δ), the estimator ≈ mean_i(Δ_i + exp(−Δ_i)/b̂) + const, whose standard
   error is std_i(Δ_i + exp(−Δ_i)/b̂)/√n.
+* `kl_uniform_partition`: KL(p*‖p_θ) = E_{p*}[Δ] + log Z_θ − log Z* on S^{d−1}, with
+  both log-partitions from the SAME M uniform points u_j ~ σ (common random numbers):
+  log Z_θ − log Z* ≈ log mean_j exp(−E_θ(u_j)) − log mean_j exp(−E*(u_j)) = log Ẑ_θ − log Ẑ*.
+  Linearising both logs, the estimator ≈ mean_i Δ_i + mean_j (a_j − b_j) + const with
+  a_j = exp(−E_θ(u_j))/Ẑ_θ, b_j = exp(−E*(u_j))/Ẑ*; the two groups are independent, so
+  SE² = var_i(Δ_i)/n + var_j(a_j − b_j)/M (the difference a_j − b_j carries the
+  correlation of the two log-means). Unlike `kl_importance_sampling` it never weights
+  by exp(−Δ) under p*, heavy-tailed when p_θ has mass where p* has little (students
+  far from the target: its SE is then the smaller one); it needs exp(−E) not too
+  peaked under σ (`log_partition_uniform_mc`). For students near the target the
+  importance-sampling SE is smaller (its linear term Δ_i + exp(−Δ_i)/b̂ nearly
+  cancels), ~5–10x at n = 10⁴ for d = 15 to 100 with the teachers of ebmdual.data.
 * `log_partition_uniform_mc`: log Z_θ = log E_{x~σ}[exp(−E_θ(x))] on S^{d−1}.
 * `log_partition_importance`: log Z_θ = log Z* + log E_{p*}[exp(−Δ)], for
   high d where uniform proposals miss the mass of p_θ but samples of p* do not.
@@ -38,6 +50,14 @@ With Δ = E_θ − E* and x_i ~ p*, i = 1..n:
   E_{p*}‖∇E_θ − ∇E*‖², on the sphere with the tangential gradients
   ∇_S E = (I − x xᵀ)∇E.
 * `mode_weights_from_samples`: fraction of samples assigned to each mode.
+
+Evaluation at many points is chunked: `batched_energies` and the score differences of
+the Fisher divergences vmap over the points directly when n ≤ chunk_size (default
+`CHUNK_SIZE`), and otherwise run `jax.lax.map` over chunks of chunk_size points
+(dynamic slices of x, not a copy), vmapped within a chunk, so intermediates such as the (n, m)
+pre-activations or per-point gradients are held one chunk at a time; the uniform
+points of `kl_uniform_partition` are drawn a chunk at a time as well
+(benchmarks/evaluation_speed.py).
 """
 
 from __future__ import annotations
@@ -48,10 +68,11 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ebmdual import losses
 from ebmdual.data.synthetic import sample_sphere
 
 EnergyFn = Callable[[Any, jax.Array], jax.Array]
+
+CHUNK_SIZE = 65536  # points per vmapped chunk of the evaluations (keyword chunk_size)
 
 
 class Estimate(NamedTuple):
@@ -88,10 +109,31 @@ class GridNLL(NamedTuple):
     edge_mass: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames="energy_fn")
-def batched_energies(energy_fn: EnergyFn, params, x: jax.Array) -> jax.Array:
-    """E(x_i) for each row, jitted for evaluation. x (n, d) -> (n,)."""
-    return losses.batched_energies(energy_fn, params, x)
+def _map_points(fn: Callable, x: jax.Array, chunk_size: int) -> jax.Array:
+    """[fn(x_i)]_i over the leading axis of x (fn returns an array): one vmap when
+    n ≤ chunk_size, otherwise `jax.lax.map` over the chunk indices, each chunk a vmap of
+    fn over `dynamic_slice` of chunk_size rows of x, then one vmap over the remaining
+    n mod chunk_size rows. Slicing inside the loop does not copy x, which
+    `lax.map(fn, x, batch_size=chunk_size)` does (it reshapes x[:n − n mod chunk_size]):
+    a copy of the input and ~2x the time at 10^6 points (benchmarks/evaluation_speed.py)."""
+    batched = jax.vmap(fn)
+    if x.shape[0] <= chunk_size:
+        return batched(x)
+    num_chunks, remainder = divmod(x.shape[0], chunk_size)
+    chunks = jax.lax.map(
+        lambda i: batched(jax.lax.dynamic_slice_in_dim(x, i * chunk_size, chunk_size)),
+        jnp.arange(num_chunks))
+    values = chunks.reshape(num_chunks * chunk_size, *chunks.shape[2:])
+    if remainder:
+        values = jnp.concatenate([values, batched(x[num_chunks * chunk_size:])])
+    return values
+
+
+@functools.partial(jax.jit, static_argnames=("energy_fn", "chunk_size"))
+def batched_energies(energy_fn: EnergyFn, params, x: jax.Array, *,
+                     chunk_size: int = CHUNK_SIZE) -> jax.Array:
+    """E(x_i) for each row, jitted, chunk_size points at a time. x (n, d) -> (n,)."""
+    return _map_points(functools.partial(energy_fn, params), x, chunk_size)
 
 
 def _mean_estimate(values: jax.Array) -> Estimate:
@@ -99,11 +141,17 @@ def _mean_estimate(values: jax.Array) -> Estimate:
     return Estimate(jnp.mean(values), jnp.std(values, ddof=1) / jnp.sqrt(n))
 
 
+def _log_mean_exp(log_terms: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """value = log mean_i exp(log_terms_i) and the normalised terms exp(log_terms_i − value),
+    which have mean 1: the derivative of value is their mean, the delta method's linear term."""
+    value = jax.nn.logsumexp(log_terms) - jnp.log(log_terms.shape[0])
+    return value, jnp.exp(log_terms - value)
+
+
 def _log_mean_exp_estimate(log_terms: jax.Array) -> Estimate:
     """log mean_i exp(log_terms_i); stderr = std(exp(log_terms − value))/√n (delta method)."""
-    n = log_terms.shape[0]
-    value = jax.nn.logsumexp(log_terms) - jnp.log(n)
-    return Estimate(value, _mean_estimate(jnp.exp(log_terms - value)).stderr)
+    value, normalised = _log_mean_exp(log_terms)
+    return Estimate(value, _mean_estimate(normalised).stderr)
 
 
 # ----------------------------------------------------------------------------
@@ -198,22 +246,71 @@ def nll_s2(energy_fn: EnergyFn, params, test_data: jax.Array, num: int = 100) ->
 # Monte Carlo
 # ----------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("energy_fn", "target_energy_fn"))
+@functools.partial(jax.jit, static_argnames=("energy_fn", "target_energy_fn", "chunk_size"))
 def energy_differences(energy_fn: EnergyFn, params, target_energy_fn: EnergyFn, target_params,
-                       samples: jax.Array) -> jax.Array:
+                       samples: jax.Array, *, chunk_size: int = CHUNK_SIZE) -> jax.Array:
     """Δ_i = E_θ(x_i) − E*(x_i). samples (n, d) -> (n,)."""
-    return (batched_energies(energy_fn, params, samples)
-            - batched_energies(target_energy_fn, target_params, samples))
+    return (batched_energies(energy_fn, params, samples, chunk_size=chunk_size)
+            - batched_energies(target_energy_fn, target_params, samples, chunk_size=chunk_size))
 
 
 def kl_importance_sampling(energy_fn: EnergyFn, params, target_energy_fn: EnergyFn,
-                           target_params, target_samples: jax.Array) -> Estimate:
+                           target_params, target_samples: jax.Array, *,
+                           chunk_size: int = CHUNK_SIZE) -> Estimate:
     """KL(p*‖p_θ) = E_{p*}[Δ] + log E_{p*}[exp(−Δ)] from samples x_i ~ p*. (n, d) -> Estimate."""
-    diffs = energy_differences(energy_fn, params, target_energy_fn, target_params, target_samples)
-    log_ratio = _log_mean_exp_estimate(-diffs)  # log Z_θ/Z*
+    diffs = energy_differences(energy_fn, params, target_energy_fn, target_params, target_samples,
+                               chunk_size=chunk_size)
+    log_ratio, ratios = _log_mean_exp(-diffs)  # log Z_θ/Z*, exp(−Δ_i)/b̂
     # Delta method: d log b̂ = d b̂ / b̂, so the estimator is linear in Δ_i + exp(−Δ_i)/b̂.
-    linearised = diffs + jnp.exp(-diffs - log_ratio.value)
-    return Estimate(jnp.mean(diffs) + log_ratio.value, _mean_estimate(linearised).stderr)
+    return Estimate(jnp.mean(diffs) + log_ratio, _mean_estimate(diffs + ratios).stderr)
+
+
+@functools.partial(jax.jit, static_argnames=("energy_fns", "dim", "num", "chunk_size"))
+def _uniform_energies(energy_fns: tuple, params: tuple, key: jax.Array, dim: int, num: int,
+                      chunk_size: int) -> tuple:
+    """The energies of each (energy_fns[k], params[k]) at the same num points uniform on
+    S^{dim−1}, one (num,) array each. The points are drawn in blocks of
+    b = min(num, chunk_size), block i from fold_in(key, i) (the last block's surplus
+    dropped), and each block is evaluated as it is drawn: one block of points is held
+    at a time."""
+    block = min(num, chunk_size)
+
+    def block_energies(i):
+        points = sample_sphere(jax.random.fold_in(key, i), block, dim)
+        return tuple(jax.vmap(functools.partial(fn, p))(points)
+                     for fn, p in zip(energy_fns, params))
+
+    blocks = jax.lax.map(block_energies, jnp.arange(-(-num // block)))
+    return tuple(energies.reshape(-1)[:num] for energies in blocks)
+
+
+def kl_uniform_partition(energy_fn: EnergyFn, params, target_energy_fn: EnergyFn,
+                         target_params, target_samples: jax.Array, key: jax.Array,
+                         num_uniform: int, *, chunk_size: int = CHUNK_SIZE) -> Estimate:
+    """KL(p*‖p_θ) = E_{p*}[Δ] + log Z_θ − log Z* on S^{d−1}, Δ = E_θ − E*, from samples
+    x_i ~ p* (n, d) and M = num_uniform points u_j uniform on the sphere drawn from `key`.
+
+    Both log-partitions come from the same points (common random numbers):
+
+        KL ≈ mean_i Δ(x_i) + log mean_j exp(−E_θ(u_j)) − log mean_j exp(−E*(u_j)).
+
+    Standard error (delta method): with Ẑ_θ, Ẑ* the two means and
+    a_j = exp(−E_θ(u_j))/Ẑ_θ, b_j = exp(−E*(u_j))/Ẑ*, the estimator is
+    ≈ mean_i Δ_i + mean_j (a_j − b_j) + const, whose two groups are independent:
+    SE² = var_i(Δ_i)/n + var_j(a_j − b_j)/M. The uniform points are drawn and
+    evaluated chunk_size at a time (`_uniform_energies`), so they depend on chunk_size.
+    """
+    diffs = energy_differences(energy_fn, params, target_energy_fn, target_params, target_samples,
+                               chunk_size=chunk_size)
+    model_energies, target_energies = _uniform_energies(
+        (energy_fn, target_energy_fn), (params, target_params), key, target_samples.shape[-1],
+        num_uniform, chunk_size)
+    log_partition, model_terms = _log_mean_exp(-model_energies)
+    target_log_partition, target_terms = _log_mean_exp(-target_energies)
+    mean_diff = _mean_estimate(diffs)
+    partition_stderr = _mean_estimate(model_terms - target_terms).stderr
+    return Estimate(mean_diff.value + log_partition - target_log_partition,
+                    jnp.hypot(mean_diff.stderr, partition_stderr))
 
 
 def log_partition_uniform_mc(energy_fn: EnergyFn, params, key: jax.Array, dim: int,
@@ -241,31 +338,36 @@ def log_partition_importance(energy_fn: EnergyFn, params, target_energy_fn: Ener
                     jnp.sqrt(target_log_partition.stderr**2 + log_ratio.stderr**2))
 
 
-@functools.partial(jax.jit, static_argnames=("energy_fn", "target_energy_fn", "tangential"))
-def _score_differences(energy_fn, params, target_energy_fn, target_params, samples, tangential):
-    """∇E_θ(x_i) − ∇E*(x_i), projected on the tangent space of the sphere if asked. (n, d)."""
-    grad = jax.vmap(jax.grad(energy_fn, argnums=1), in_axes=(None, 0))
-    target_grad = jax.vmap(jax.grad(target_energy_fn, argnums=1), in_axes=(None, 0))
-    diff = grad(params, samples) - target_grad(target_params, samples)
-    if tangential:  # (I − x xᵀ) v = v − ⟨x, v⟩ x
-        diff = diff - jnp.sum(diff * samples, axis=-1, keepdims=True) * samples
-    return diff
+@functools.partial(jax.jit, static_argnames=("energy_fn", "target_energy_fn", "tangential",
+                                             "chunk_size"))
+def _squared_score_differences(energy_fn, params, target_energy_fn, target_params, samples,
+                               tangential, chunk_size):
+    """‖∇E_θ(x_i) − ∇E*(x_i)‖², the difference projected on the tangent space of the
+    sphere if asked; chunk_size points at a time. (n, d) -> (n,)."""
+
+    def squared_difference(x):
+        diff = (jax.grad(energy_fn, argnums=1)(params, x)
+                - jax.grad(target_energy_fn, argnums=1)(target_params, x))
+        if tangential:  # (I − x xᵀ) v = v − ⟨x, v⟩ x
+            diff = diff - jnp.sum(diff * x) * x
+        return jnp.sum(diff**2)
+
+    return _map_points(squared_difference, samples, chunk_size)
 
 
 def fisher_divergence(energy_fn: EnergyFn, params, target_energy_fn: EnergyFn, target_params,
-                      target_samples: jax.Array) -> Estimate:
+                      target_samples: jax.Array, *, chunk_size: int = CHUNK_SIZE) -> Estimate:
     """E_{p*}‖∇E_θ − ∇E*‖² in R^d from samples x_i ~ p* (n, d)."""
-    diff = _score_differences(energy_fn, params, target_energy_fn, target_params,
-                              target_samples, tangential=False)
-    return _mean_estimate(jnp.sum(diff**2, axis=-1))
+    return _mean_estimate(_squared_score_differences(
+        energy_fn, params, target_energy_fn, target_params, target_samples, False, chunk_size))
 
 
 def fisher_divergence_sphere(energy_fn: EnergyFn, params, target_energy_fn: EnergyFn,
-                             target_params, target_samples: jax.Array) -> Estimate:
+                             target_params, target_samples: jax.Array, *,
+                             chunk_size: int = CHUNK_SIZE) -> Estimate:
     """E_{p*}‖∇_S E_θ − ∇_S E*‖² on S^{d−1}, ∇_S = (I − x xᵀ)∇, from x_i ~ p* (n, d)."""
-    diff = _score_differences(energy_fn, params, target_energy_fn, target_params,
-                              target_samples, tangential=True)
-    return _mean_estimate(jnp.sum(diff**2, axis=-1))
+    return _mean_estimate(_squared_score_differences(
+        energy_fn, params, target_energy_fn, target_params, target_samples, True, chunk_size))
 
 
 # ----------------------------------------------------------------------------

@@ -58,6 +58,26 @@ def wfr(feature_learning_rate, weight_learning_rate, weight_cap=jnp.inf,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def restart_period_scaling(c: float, num_steps: int):
+    """The authors' learning-rate factor as a `gradient_scale` for `make_train_step`:
+
+        a = 1 + c / (N_R h_x),    N_R = min(1/p, num_steps),
+
+    with p the restart probability of the step (N_R the restart period; without restarts
+    the run's length) and h_x the particle step (docs/tasks.md, Learning-rate scaling;
+    the authors use c = 0.1). Multiplying the gradient by a multiplies the WFR steps h_θ,
+    h_w (and an SGD step) by a; Adam is invariant to it. Returns fn(p, h_x) -> a.
+    """
+    if c < 0 or num_steps < 1:
+        raise ValueError(f"restart_period_scaling: c={c} must be >= 0 and num_steps={num_steps} >= 1")
+
+    def scale(restart_prob, particle_step_size):
+        inverse_period = jnp.maximum(jnp.asarray(restart_prob, jnp.float32), 1.0 / num_steps)
+        return 1.0 + c * inverse_period / particle_step_size
+
+    return scale
+
+
 def _feature_labels(params):
     """Label tree for optax.multi_transform: 'frozen' for θ, 'trained' for the rest."""
     return jax.tree_util.tree_map_with_path(

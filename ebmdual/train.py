@@ -49,7 +49,7 @@ sharded on their leading axis; batches sharded on their example axis. The same
 code runs on one device, many, or several processes (`jax.distributed`).
 
 Swept hyperparameters are arrays in the state: `state.hparams` holds restart_prob,
-particle_step_size and temperature; learning rates live in the optimizer state
+restart_decay, particle_step_size and temperature; learning rates live in the optimizer state
 (optax.inject_hyperparams). `with_hyperparams` sets either kind. Changing them
 never recompiles, and a grid of states can be vmapped.
 """
@@ -73,7 +73,7 @@ from ebmdual.samplers import Sampler, floating_part, gaussian_noise, leading_siz
 
 RESTART_SCHEDULES = ("random", "periodic")
 RESTART_TARGETS = ("data", "noise")
-SAMPLER_HPARAMS = ("restart_prob", "particle_step_size", "temperature")
+SAMPLER_HPARAMS = ("restart_prob", "restart_decay", "particle_step_size", "temperature")
 
 
 class TrainState(NamedTuple):
@@ -83,7 +83,7 @@ class TrainState(NamedTuple):
     particles: pytree with leading axis N (None without a sampler). sampler_state: the
     sampler's pytree (() when stateless). step: int32 scalar. key: typed PRNG key (the
     run's seed; step keys are fold_in(key, step)). hparams: dict of float32 scalars
-    restart_prob, particle_step_size, temperature.
+    temperature and, with a sampler, restart_prob, restart_decay, particle_step_size.
     """
 
     params: Any
@@ -105,6 +105,10 @@ class RestartPolicy:
     target: 'data' (items of the current batch) or 'noise' (`noise(key, particles)`,
       default standard normal on the floating leaves; pass a projection for the sphere).
     antithetic: pairs (j, j + N/2) share their mask and target (for antithetic noise).
+    decay: the restart probability decays geometrically from `prob` to `prob · decay`
+      over `decay_steps` steps and stays there, p_t = prob · decay^(min(t, T)/T)
+      (state.hparams['restart_decay'], swept as an array); 1 keeps it constant.
+    decay_steps: T (the run's length), needed when decay != 1.
     """
 
     prob: float = 0.0
@@ -112,6 +116,8 @@ class RestartPolicy:
     target: str = "data"
     antithetic: bool = False
     noise: Callable | None = None
+    decay: float = 1.0
+    decay_steps: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= float(self.prob) <= 1.0:
@@ -122,6 +128,17 @@ class RestartPolicy:
         if self.target not in RESTART_TARGETS:
             raise ValueError(f"RestartPolicy.target={self.target!r}: expected one of "
                              f"{RESTART_TARGETS}")
+        if not 0.0 < float(self.decay) <= 1.0:
+            raise ValueError(f"RestartPolicy.decay={self.decay}: expected a factor in (0, 1]")
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise ValueError(f"RestartPolicy.decay_steps={self.decay_steps}: expected >= 1")
+
+    def prob_at(self, prob, decay, step) -> jax.Array:
+        """p_t = prob · decay^(min(t, T)/T): exactly `prob` when decay == 1 (or no T)."""
+        if self.decay_steps is None:
+            return prob
+        fraction = jnp.minimum(step, self.decay_steps) / self.decay_steps
+        return prob * decay ** fraction.astype(jnp.float32)
 
 
 class Trainer(NamedTuple):
@@ -235,8 +252,13 @@ def _accepts_weights(objective) -> bool:
 
 def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformation,
                     sampler: Sampler | None = None,
-                    restart: RestartPolicy | None = None) -> Callable:
+                    restart: RestartPolicy | None = None,
+                    gradient_scale: Callable | None = None) -> Callable:
     """train_step(state, batch, key) -> (state, metrics): restart, sampler step, θ update.
+
+    gradient_scale(restart_prob_t, particle_step_size) -> scalar a, when given, multiplies
+    the objective's gradient before the optimizer sees it (for SGD and WFR this is a
+    learning-rate factor; `ebmdual.optim.restart_period_scaling` is the authors' a).
 
     metrics: dict of float32 scalars: loss, grad_norm, finite (1 when the loss, the new
     parameters and the particles are all finite), temperature, the injected learning
@@ -252,22 +274,29 @@ def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformatio
         restart_key, sample_key, loss_key = jax.random.split(key, 3)
         hp = state.hparams
         particles, sampler_state, metrics, weights = None, state.sampler_state, {}, None
+        restart_prob = hp.get("restart_prob", 0.0)
         if sampler is not None:
+            restart_prob = restart.prob_at(hp["restart_prob"], hp["restart_decay"], state.step)
             particles, restarted = restart_particles(restart_key, state.particles, batch,
-                                                     hp["restart_prob"], state.step, restart)
+                                                     restart_prob, state.step, restart)
             particles, sampler_state, info = sampler.step(sample_key, state.params, particles,
                                                           sampler_state, hp)
             weights = info.weights
             metrics.update(restart_fraction=restarted, acceptance_rate=info.acceptance_rate,
                            particle_step_size=hp["particle_step_size"],
-                           restart_prob=hp["restart_prob"], **(info.extra or {}))
+                           restart_prob=restart_prob, **(info.extra or {}))
         if weights is not None and not weighted_objective:
             raise TypeError("the sampler hands per-particle weights, but the objective takes no "
                             "`weights` argument")
         extra_args = {"weights": weights} if weights is not None else {}
         loss, grads = jax.value_and_grad(objective)(state.params, batch, particles, loss_key,
                                                     **extra_args)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        scaled = grads
+        if gradient_scale is not None:
+            scale = gradient_scale(restart_prob, hp.get("particle_step_size", 1.0))
+            scaled = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+            metrics["gradient_scale"] = scale
+        updates, opt_state = optimizer.update(scaled, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         rates = learning_rates(state.opt_state)
         finite = jnp.isfinite(loss) & all_finite(params)
@@ -359,7 +388,8 @@ def make_init(energy, optimizer, sampler: Sampler | None, restart: RestartPolicy
     """init(key, data) -> TrainState: θ from the energy's init on one item, particles all
     restarted (at items of `data`, or at noise), the sampler's initial state.
 
-    hparams: initial float values of restart_prob, particle_step_size, temperature.
+    hparams: initial float values of temperature and, with a sampler, restart_prob,
+    restart_decay and particle_step_size.
     """
     energy = as_energy(energy)
     restart = restart or RestartPolicy()
@@ -437,7 +467,8 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
                  num_particles: int = 0, particle_step_size: float = 0.01,
                  temperature: float = 1.0, streamed: bool = False, batch_size: int = 0,
                  preprocess: Callable | None = None, steps_per_call: int = 100,
-                 mesh: jax.sharding.Mesh | None = None, members: int | None = None) -> Trainer:
+                 mesh: jax.sharding.Mesh | None = None, members: int | None = None,
+                 gradient_scale: Callable | None = None) -> Trainer:
     """Build the jitted, sharded init and train loop from objects.
 
     data: a pytree of arrays or ShapeDtypeStructs with the structure, trailing shape and
@@ -450,6 +481,7 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
       state, the keys, the data (M, n, ...) or chunks (M, S, B, ...) and the metrics
       (M, S) carry a leading member axis; `with_hyperparams` then takes (M,) values.
       Particles stay sharded over devices, on their own (second) axis.
+    gradient_scale: see `make_train_step` (e.g. `ebmdual.optim.restart_period_scaling`).
     """
     mesh = mesh or make_mesh()
     energy = as_energy(energy)
@@ -461,8 +493,10 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
     restart = restart or RestartPolicy()
     hparams = dict(temperature=temperature)
     if sampler is not None:
-        hparams.update(restart_prob=restart.prob, particle_step_size=particle_step_size)
-    train_step = make_train_step(energy.energy_fn, objective, optimizer, sampler, restart)
+        hparams.update(restart_prob=restart.prob, restart_decay=restart.decay,
+                       particle_step_size=particle_step_size)
+    train_step = make_train_step(energy.energy_fn, objective, optimizer, sampler, restart,
+                                 gradient_scale)
     init = make_init(energy, optimizer, sampler, restart, num_particles, hparams, preprocess)
 
     example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)

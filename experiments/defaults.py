@@ -19,8 +19,22 @@ def base_config() -> ml_collections.ConfigDict:
     data.num_test = 10_000
     data.batch_size = 0              # 0: full batch every step (resident data only)
     data.streamed = False            # True: the host streams chunks of batches (stored dtype)
+    # teacher only: published (d = 3 bimodal, d = 15 old teacher) | orthogonal (θ1 = e1,
+    # θ2 = e2) | random (two unit rows with cosine teacher_cosine from teacher_seed) |
+    # explicit (the rows of teacher_theta); docs/tasks.md, Teacher.
+    data.teacher = "published"
+    # explicit teacher: a k × dim list of rows (normalised to unit norm). Typed `object`
+    # (like optim.weight_cap) so that the command line takes a list as well as None.
+    data.teacher_theta = ml_collections.FieldReference(None, field_type=object)
+    data.teacher_cosine = 0.2        # random teacher: ⟨θ1, θ2⟩
+    data.teacher_seed = 0            # random teacher: NumPy seed of the two rows
     data.mixture_weights = [0.5, 0.5]
-    data.mixture_separation = 4.0
+    # mixture: a K × dim list of means (K = len(mixture_weights)); None: K modes on the
+    # first axis, mixture_separation apart. Typed `object` for the command line.
+    data.mixture_means = ml_collections.FieldReference(None, field_type=object)
+    data.mixture_separation = 4.0    # mixture with mixture_means=None: distance between means
+    # mixture: K per-mode stds; None: mixture_std for every mode. Typed `object`.
+    data.mixture_stds = ml_collections.FieldReference(None, field_type=object)
     data.mixture_std = 0.5
     data.path = "../shared/data/mnist"   # mnist only: directory of the IDX files
 
@@ -42,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     # --config.optim.weight_cap=None as well as a number.
     optim.weight_cap = ml_collections.FieldReference(10.0, field_type=object)
     optim.grad_clip = 0.0            # adam / sgd: global-norm clip, 0 = none
+    optim.lr_scaling = "off"         # off | authors: learning rates × a = 1 + c/(N_R h_x), N_R = 1/p
+    optim.lr_scaling_c = 0.1         # c of the authors' scaling (wfr / sgd)
 
     config.sampler = sampler = ml_collections.ConfigDict()
     sampler.name = "ula"             # ula (projected on the sphere) | mala | hmc
@@ -59,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     train.loss = "ml"                # ml | sm | ssm | dsm | ksd
     train.restart_prob = 1 / 40
     train.restart_schedule = "random"   # random (i.i.d. per particle) | periodic (all, every 1/p steps)
+    train.restart_decay = 1.0        # p decays geometrically to restart_prob × restart_decay at the end
     train.restart_to = "data"        # data | noise
     train.log_every = 100            # steps per compiled call and per metrics line
     train.eval_every = 500
@@ -74,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     train.max_rollbacks = 3
 
     config.eval = evaluation = ml_collections.ConfigDict()
-    evaluation.num_samples = 10_000  # teacher samples for importance-sampling KL
+    evaluation.num_samples = 10_000  # exact samples of p* (Dataset.reference: teacher, mixtures)
+    evaluation.num_uniform = 100_000  # d > 3 sphere: uniform points of the second KL estimate
     evaluation.grid_size = 100       # quadrature grid (S^2, 2-D)
     return config

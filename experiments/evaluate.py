@@ -5,9 +5,11 @@ temperature) -> dict[str, float]`. The model is p_θ ∝ exp(−E_θ/T) with T t
 sampler temperature, so every metric uses E_θ/T.
 
 * teacher on S^2: KL(p*‖p_θ), test NLL (quadrature on a ϑ×φ grid) and the
-  Fisher divergence to the teacher.
-* teacher on S^{d−1}, d > 3: KL by importance sampling on exact teacher samples
-  (the test set), with its standard error, and the Fisher divergence.
+  Fisher divergence to the teacher (on the eval.num_samples reference samples).
+* teacher on S^{d−1}, d > 3: KL by importance sampling on the eval.num_samples exact
+  teacher samples (`kl`, `kl_stderr`), the same KL with log Z_θ − log Z* from
+  eval.num_uniform uniform points (`kl_uniform`, `kl_uniform_stderr`: an independent
+  check, see docs/evaluation.md), and the Fisher divergence.
 * 2-D data: test NLL by normalising exp(−E/T) on a grid (and the mass near the
   box edge, which must be negligible), per-mode mass for mixtures.
 * mixtures in higher d: mode weights of the particles.
@@ -50,6 +52,7 @@ def unit_interval(images) -> np.ndarray:
     return images.astype(np.float32)
 
 
+UNIFORM_KEY = jax.random.key(20_210_710)  # the uniform points of kl_uniform, fixed across runs
 MAX_TRAIN_IMAGES = 10_000  # training images whose energies the MNIST metrics average
 
 
@@ -114,15 +117,20 @@ def make_evaluator(config, dataset, energy_fn):
                                      dataset.test, particles, dataset.train))
         elif dataset.manifold == "sphere":
             target, target_params = dataset.target_energy_fn, dataset.target_params
+            reference = dataset.reference
             if dim == 3:
                 out["kl"] = evaluation.kl_quadrature_s2(model, params, target, target_params, grid)
                 out["test_nll"] = evaluation.nll_s2(model, params, dataset.test, grid).value
             else:
                 kl = evaluation.kl_importance_sampling(model, params, target, target_params,
-                                                       dataset.test)
+                                                       reference)
                 out["kl"], out["kl_stderr"] = kl.value, kl.stderr
+                kl = evaluation.kl_uniform_partition(model, params, target, target_params,
+                                                     reference, UNIFORM_KEY,
+                                                     config.eval.num_uniform)
+                out["kl_uniform"], out["kl_uniform_stderr"] = kl.value, kl.stderr
             out["fisher_divergence"] = evaluation.fisher_divergence_sphere(
-                model, params, target, target_params, dataset.test).value
+                model, params, target, target_params, reference).value
         elif dim == 2:
             box = dataset.box  # every 2-D data set carries the square holding its mass
             nll = evaluation.nll_2d(model, params, dataset.test, box, 2 * grid)

@@ -15,9 +15,10 @@ the last good chunk, the others go on) and reported. One checkpoint holds the
 stacked state with the frozen flags, so a grid resumes exactly after SIGTERM or
 SIGKILL.
 
-Keys that change shapes (particle count, network size, data size) cannot share a
-program: `run_grid` then runs the members one after another as ordinary runs, and
-says so. Both paths write the same reports: `results.csv` (one row per member and
+Keys that change shapes or the program (particle count, network size, data size,
+dimension, loss, restart schedule) cannot share a program: `run_grid` then groups the
+members by those keys' values and runs one vmapped program per group, one after
+another (workdir/programs/NNN), and says so. Both paths write the same reports: `results.csv` (one row per member and
 evaluation step, with every swept value as a column), `table.md` (final metrics,
 mean ± standard error over seeds, per grid point), `grid_metrics.png` (each metric
 against iteration, per grid point) and `grid_final.png` (the final metric against
@@ -26,6 +27,7 @@ each swept key).
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import json
@@ -44,7 +46,7 @@ from ebmdual.data import get_dataset, stream
 from ebmdual.train import with_hyperparams
 from experiments import harness
 from experiments.evaluate import make_evaluator
-from experiments.registry import SWEPT_STATE_VALUES, build_trainer
+from experiments.registry import SWEPT_STATE_VALUES, build_trainer, state_values
 from experiments.validation import validate_config
 
 GRID_FILE = "grid.json"
@@ -59,8 +61,10 @@ class Member(NamedTuple):
 
 
 def set_value(config, dotted: str, value):
-    """A copy of `config` with the dotted key set (the key must exist)."""
-    config = config.copy_and_resolve_references()
+    """A copy of `config` with the dotted key set (the key must exist). Field references
+    stay linked (deepcopy keeps them), so a config whose sampler.num_particles is
+    2 × data.num_train keeps that relation when data.num_train is swept."""
+    config = copy.deepcopy(config)
     *path, name = dotted.split(".")
     node = config
     for part in path:
@@ -80,6 +84,7 @@ def grid_members(config, sweeps: dict, seeds: list[int]) -> list[Member]:
             for key, value in values.items():
                 member_config = set_value(member_config, key, value)
             member_config = set_value(member_config, "seed", int(seed))
+            member_config = member_config.copy_and_resolve_references()
             members.append(Member(len(members), {**values, "seed": int(seed)}, member_config))
     return members
 
@@ -183,9 +188,10 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
     restored = checkpoints.restore_latest(trainer.abstract_state)
     if restored is None:
         state = trainer.init(jnp.stack(run_keys), feed.init_data())
+        names = [SWEPT_STATE_VALUES[k] for k in keys if k in SWEPT_STATE_VALUES]
+        per_member = [state_values(m.config, names) for m in members]
         state = with_hyperparams(state, **{
-            SWEPT_STATE_VALUES[k]: np.array([m.values[k] for m in members], np.float32)
-            for k in keys if k != "seed"})
+            name: np.array([v[name] for v in per_member], np.float32) for name in names})
         step, active = 0, np.ones(len(members), bool)
         log.truncate(-1)
         evaluate(state, 0, active)
@@ -238,21 +244,30 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
     return log.rows
 
 
-# ----------------------------------------------------------------------------- separate runs
+# ----------------------------------------------------------------------------- programs
 
-def run_one_after_another(members: list[Member], workdir: Path, progress: bool = True) -> list[dict]:
-    """Each member as an ordinary (resumable) run in workdir/members/<index>."""
-    rows = []
+def program_groups(members: list[Member], fixed_keys: list[str]) -> list[list[Member]]:
+    """Members grouped by their values of the keys that change the program (in order of
+    first appearance): each group shares shapes and static settings, so it is one program."""
+    groups: dict[tuple, list[Member]] = {}
     for member in members:
-        print(f"--- member {member.index}: {member.values}")
-        member_dir = workdir / "members" / f"{member.index:03d}"
-        try:
-            harness.train_and_evaluate(member.config, member_dir, progress=progress)
-        except harness.Diverged as error:
-            rows.append({"kind": "diverged", "member": member.index, "quantity": str(error),
-                         **member.values})
-        lines = (member_dir / "metrics.jsonl").read_text().splitlines()
-        rows.extend({**json.loads(line), "member": member.index} for line in lines)
+        groups.setdefault(tuple(repr(member.values[k]) for k in fixed_keys), []).append(member)
+    return list(groups.values())
+
+
+def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
+                 progress: bool = True, resume_hint: str | None = None) -> list[dict]:
+    """One vmapped program per group of `program_groups`, in workdir/programs/NNN; the
+    rows come back with the members' grid indices."""
+    rows = []
+    for number, group in enumerate(program_groups(members, fixed_keys)):
+        shown = {k: group[0].values[k] for k in fixed_keys}
+        print(f"--- program {number}: {shown}, {len(group)} members")
+        local = [Member(i, m.values, m.config) for i, m in enumerate(group)]
+        program_dir = workdir / "programs" / f"{number:03d}"
+        program_dir.mkdir(parents=True, exist_ok=True)
+        for row in run_vmapped(group[0].config, local, program_dir, progress, resume_hint):
+            rows.append({**row, "member": group[row["member"]].index})
     return rows
 
 
@@ -438,19 +453,20 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
                                        "choose another --workdir")
     harness.write_atomic(grid_file, json.dumps(description, indent=2))
     start = time.perf_counter()
-    fixed = shape_changing_keys(sweeps)
+    fixed, resume_hint = shape_changing_keys(sweeps), command or None
     if fixed:
-        print(f"{', '.join(fixed)} change array shapes or the program: running the "
-              f"{len(members)} members one after another")
-        rows = run_one_after_another(members, workdir, progress)
+        groups = len(program_groups(members, fixed))
+        print(f"{', '.join(fixed)} change array shapes or the program: {len(members)} members "
+              f"as {groups} compiled programs, one after another")
+        rows = run_programs(members, fixed, workdir, progress, resume_hint)
     else:
         print(f"{len(members)} members as one compiled program")
-        rows = run_vmapped(config, members, workdir, progress)
+        rows = run_vmapped(config, members, workdir, progress, resume_hint)
     seconds = time.perf_counter() - start
     write_results_csv(workdir / "results.csv", members, rows, keys)
     table = format_table(members, rows, keys, command)
     harness.write_atomic(workdir / "table.md", table)
-    mode = "one after another" if fixed else "one program"
+    mode = f"{groups} programs" if fixed else "one program"
     harness.write_atomic(workdir / "timing.json", json.dumps(
         {"seconds": seconds, "mode": mode, "members": len(members)}))
     print(f"{len(members)} members, {mode}: {seconds:.1f} s this session")

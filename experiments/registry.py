@@ -18,7 +18,7 @@ import optax
 
 from ebmdual import objectives, samplers
 from ebmdual.energies import MLPEnergy, ShallowEnergy, as_energy
-from ebmdual.optim import freeze_features, wfr
+from ebmdual.optim import freeze_features, restart_period_scaling, wfr
 from ebmdual.train import RestartPolicy, Trainer, make_mesh, make_trainer, sphere_noise
 
 # ----------------------------------------------------------------------------- energies
@@ -127,6 +127,7 @@ PREPROCESSING: dict[str, Callable] = {"mnist": _uint8_to_unit_interval}
 # takes), so a grid over them is one vmapped program; "seed" is the other such key.
 SWEPT_STATE_VALUES = {
     "train.restart_prob": "restart_prob",
+    "train.restart_decay": "restart_decay",
     "sampler.step_size": "particle_step_size",
     "sampler.temperature": "temperature",
     "optim.learning_rate": "learning_rate",
@@ -134,6 +135,29 @@ SWEPT_STATE_VALUES = {
     "optim.weight_learning_rate": "weight_learning_rate",
     "optim.weight_cap": "weight_cap",
 }
+
+
+LR_SCALINGS = ("off", "authors")
+LR_SCALED_OPTIMIZERS = ("wfr", "sgd")  # a gradient factor is a learning-rate factor for these
+
+
+def gradient_scale(config):
+    """The `gradient_scale` of `config.optim.lr_scaling`: None ('off'), or the authors'
+    a = 1 + c/(N_R h_x) ('authors', c = optim.lr_scaling_c; `optim.restart_period_scaling`)."""
+    if config.optim.lr_scaling == "off":
+        return None
+    return restart_period_scaling(config.optim.lr_scaling_c, config.train.num_steps)
+
+
+def state_values(config, names) -> dict:
+    """{with_hyperparams name: float} read from `config` for the given state names."""
+    by_name = {name: key for key, name in SWEPT_STATE_VALUES.items()}
+    values = {}
+    for name in names:
+        section, field = by_name[name].split(".")
+        value = config[section][field]
+        values[name] = float("inf") if value is None else float(value)  # weight_cap None
+    return values
 
 
 class Components(NamedTuple):
@@ -158,7 +182,9 @@ def build_trainer(config, dataset, num_devices: int | None = None,
                             schedule=config.train.restart_schedule,
                             target=config.train.restart_to,
                             antithetic=config.sampler.antithetic,
-                            noise=sphere_noise if manifold == "sphere" else None)
+                            noise=sphere_noise if manifold == "sphere" else None,
+                            decay=config.train.restart_decay,
+                            decay_steps=config.train.num_steps)
     streamed = bool(config.data.get("streamed", False))
     batch_size = config.data.batch_size
     example = dataset.train[:batch_size] if streamed else dataset.train
@@ -168,5 +194,6 @@ def build_trainer(config, dataset, num_devices: int | None = None,
         num_particles=config.sampler.num_particles, particle_step_size=config.sampler.step_size,
         temperature=config.sampler.temperature, streamed=streamed, batch_size=batch_size,
         preprocess=PREPROCESSING.get(dataset.name), mesh=make_mesh(num_devices),
-        steps_per_call=steps_per_call or config.train.log_every, members=members)
+        steps_per_call=steps_per_call or config.train.log_every, members=members,
+        gradient_scale=gradient_scale(config))
     return Components(trainer, streamed, batch_size)

@@ -7,10 +7,14 @@
 Several --sweep flags form a cartesian product; --seeds is a count (seeds 0..n−1) or a
 list (0,3,7). When every swept key is an array of the compiled step (restart_prob,
 step sizes, temperature, learning rates, weight cap, seed) the whole grid is one
-vmapped, jitted program (`experiments.grid`); keys that change shapes (particle count,
-network size) run the members one after another, and the output says so.
+vmapped, jitted program (`experiments.grid`); keys that change shapes or the program
+(particle count, network size, data size, dimension, loss, restart schedule) split the
+grid into one such program per combination of their values, run one after another, and
+the output says so. A config may tie keys together with field references (teacher.py:
+sampler.num_particles = 2 × data.num_train), and swept values keep the tie.
 
-Values are parsed by the type of the key's default: integers refuse 1000.7, booleans take
+Values are parsed by the type of the key's default: floats take fractions (1/60), integers
+refuse 1000.7, booleans take
 true/false, tuples are written in brackets (--sweep=model.hidden_sizes=[64,64],[128,128]),
 None is accepted where the default is None or the key allows it (optim.weight_cap).
 
@@ -23,6 +27,7 @@ or SIGKILL). Exit status: 0 done or preempted, 2 invalid sweep, config or workdi
 from __future__ import annotations
 
 import ast
+import fractions
 import shlex
 import sys
 from pathlib import Path
@@ -111,8 +116,8 @@ def parse_value(key: str, raw: str, current):
             raise bad from None
     if isinstance(current, float) or (current is None and key in NONE_ALLOWED):
         try:
-            value = float(raw)
-        except ValueError:
+            value = float(fractions.Fraction(raw)) if "/" in raw else float(raw)
+        except (ValueError, ZeroDivisionError):
             raise bad from None
         if value != value or value in (float("inf"), float("-inf")):
             raise SweepError(f"--sweep={key}: {raw!r} is not a finite number")

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ebmdual.data import DATASET_NAMES
+from ebmdual.data.synthetic import PUBLISHED_TEACHERS, TEACHER_KINDS
 from ebmdual.train import RESTART_SCHEDULES, RESTART_TARGETS
-from experiments.registry import (ANTITHETIC_SAMPLERS, ENERGIES, OBJECTIVES, OPTIMIZERS,
+from experiments.registry import (ANTITHETIC_SAMPLERS, ENERGIES, LR_SCALED_OPTIMIZERS,
+                                  LR_SCALINGS, OBJECTIVES, OPTIMIZERS,
                                   PARTICLE_OBJECTIVES, REGIMES, SAMPLERS, SHALLOW_OPTIMIZERS,
                                   SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS)
 
@@ -50,6 +54,15 @@ def _problems(config, num_devices: int):
     def one_of(key, value, allowed):
         return need(value in allowed, key, value, f"one of {', '.join(map(str, allowed))}")
 
+    def rows(value, width):
+        """value as a (K, width) array of finite numbers with K >= 1, or None."""
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        shaped = array.ndim == 2 and array.shape[0] >= 1 and array.shape[1] == width
+        return array if shaped and bool(np.all(np.isfinite(array))) else None
+
     yield count("seed", config.seed, 0)
     yield one_of("data.name", data.name, DATASET_NAMES)
     yield count("data.dim", data.dim, 2)
@@ -66,12 +79,38 @@ def _problems(config, num_devices: int):
         yield need(isinstance(data.batch_size, int) and data.batch_size >= 1
                    and data.batch_size % num_devices == 0, "data.batch_size", data.batch_size,
                    f"a positive multiple of the device count {num_devices} with data.streamed=True")
+    if data.name == "teacher":
+        yield one_of("data.teacher", data.teacher, TEACHER_KINDS)
+        if data.teacher == "published":
+            yield need(data.dim in PUBLISHED_TEACHERS, "data.dim", data.dim,
+                       f"one of {', '.join(map(str, PUBLISHED_TEACHERS))} for "
+                       "data.teacher='published' (other dimensions: data.teacher='random')")
+        if data.teacher == "explicit":
+            theta = rows(data.teacher_theta, data.dim)
+            yield need(theta is not None and bool(np.all(np.linalg.norm(theta, axis=1) > 0)),
+                       "data.teacher_theta", data.teacher_theta,
+                       f"a k x {data.dim} list of non-zero rows (k >= 1) for "
+                       "data.teacher='explicit'")
+        yield need(number(data.teacher_cosine) and -1 <= data.teacher_cosine <= 1,
+                   "data.teacher_cosine", data.teacher_cosine, "a cosine in [-1, 1]")
+        yield count("data.teacher_seed", data.teacher_seed, 0)
     if data.name == "mixture":
         weights = list(data.mixture_weights)
         yield need(len(weights) >= 1 and all(w >= 0 for w in weights) and sum(weights) > 0,
                    "data.mixture_weights", weights, "a non-empty list of weights >= 0, sum > 0")
-        yield positive("data.mixture_separation", data.mixture_separation)
-    if data.name in ("mixture", "eight_gaussians"):
+        if data.mixture_means is None:
+            yield positive("data.mixture_separation", data.mixture_separation)
+        else:
+            means = rows(data.mixture_means, data.dim)
+            yield need(means is not None and len(means) == len(weights), "data.mixture_means",
+                       data.mixture_means, f"None or a K x {data.dim} list of finite means, "
+                       f"K = len(data.mixture_weights) = {len(weights)}")
+        stds = data.mixture_stds
+        yield need(stds is None or (isinstance(stds, (list, tuple)) and len(stds) == len(weights)
+                                    and all(number(s) and s > 0 for s in stds)),
+                   "data.mixture_stds", stds, f"None (data.mixture_std for every mode) or a "
+                   f"list of K = {len(weights)} finite stds > 0")
+    if data.name == "eight_gaussians" or (data.name == "mixture" and data.mixture_stds is None):
         yield positive("data.mixture_std", data.mixture_std)
 
     on_sphere = data.name in SPHERE_DATASETS
@@ -104,6 +143,15 @@ def _problems(config, num_devices: int):
         yield positive("optim.learning_rate", optim.learning_rate)
     yield need(number(optim.grad_clip) and optim.grad_clip >= 0, "optim.grad_clip",
                optim.grad_clip, "0 (off) or a finite number > 0")
+    yield one_of("optim.lr_scaling", optim.lr_scaling, LR_SCALINGS)
+    if optim.lr_scaling != "off":
+        yield need(number(optim.lr_scaling_c) and optim.lr_scaling_c >= 0, "optim.lr_scaling_c",
+                   optim.lr_scaling_c, "a finite number >= 0")
+        yield need(optim.name in LR_SCALED_OPTIMIZERS, "optim.lr_scaling", optim.lr_scaling,
+                   f"'off' for optim.name={optim.name!r} (the scaling multiplies the gradient, "
+                   f"a learning-rate factor for {', '.join(LR_SCALED_OPTIMIZERS)} only)")
+        yield need(train.loss in PARTICLE_OBJECTIVES, "optim.lr_scaling", optim.lr_scaling,
+                   f"'off' for train.loss={train.loss!r} (it depends on the restart period)")
 
     yield one_of("sampler.name", sampler.name, tuple(SAMPLERS))
     if on_sphere:
@@ -135,6 +183,9 @@ def _problems(config, num_devices: int):
     yield one_of("train.loss", train.loss, SPHERE_OBJECTIVES if on_sphere else tuple(OBJECTIVES))
     yield need(0 <= train.restart_prob <= 1, "train.restart_prob", train.restart_prob,
                "a probability in [0, 1]")
+    yield need(number(train.restart_decay) and 0 < train.restart_decay <= 1,
+               "train.restart_decay", train.restart_decay,
+               "a factor in (0, 1]: p decays to restart_prob × restart_decay (1: constant)")
     yield one_of("train.restart_schedule", train.restart_schedule, RESTART_SCHEDULES)
     yield one_of("train.restart_to", train.restart_to, RESTART_TARGETS)
     yield count("train.num_steps", train.num_steps)
@@ -158,6 +209,7 @@ def _problems(config, num_devices: int):
     yield count("train.max_rollbacks", train.max_rollbacks, 0)
     yield count("eval.grid_size", evaluation.grid_size, 10)
     yield count("eval.num_samples", evaluation.num_samples)
+    yield count("eval.num_uniform", evaluation.num_uniform)
 
 
 def validate_config(config, num_devices: int = 1) -> None:

@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 
 from ebmdual import evaluation
 from ebmdual.data import synthetic
+from ebmdual.energies import ShallowEnergy, make_energy_fn
 from experiments.defaults import base_config
 from experiments.evaluate import make_evaluator
 
@@ -32,7 +33,7 @@ def squared_norm(scale, x):
 
 @pytest.fixture(scope="module")
 def teacher():
-    return synthetic.paper_teacher(3)
+    return synthetic.orthogonal_teacher(3)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +217,155 @@ def test_fisher_divergence_gaussians():
     assert_within_se(estimate, dim * (1 - scale) ** 2)
 
 
+# ---------------------------------------------------------------------------
+# Chunked evaluation: the same numbers as one vmap over all points
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("num", [10_007, 10_000, 999])
+def test_chunked_energies_match_direct_vmap(num):
+    """n not a multiple of the chunk (10 chunks + 7 rows), a multiple, and n < chunk.
+
+    ShallowEnergy (flax params) against a plain vmap: each point's energy is the same
+    arithmetic in a smaller batch, so they agree to float32 rounding (rtol 1e-6)."""
+    module = ShallowEnergy(num_neurons=16, num_positive=8)
+    energy_fn = make_energy_fn(module)
+    params = module.init(jax.random.key(0), jnp.zeros((5,)))
+    x = synthetic.sample_sphere(jax.random.key(1), num, 5)
+    direct = jax.vmap(energy_fn, in_axes=(None, 0))(params, x)
+    chunked = evaluation.batched_energies(energy_fn, params, x, chunk_size=1000)
+    assert chunked.shape == (num,)
+    np.testing.assert_allclose(chunked, direct, rtol=1e-6, atol=1e-7)
+
+
+def test_chunked_divergences_match_direct_vmap():
+    """Fisher divergences and the importance-sampling KL with chunk_size = 1000 on
+    n = 10_007 points against the same formulas written as one vmap here. Per-point
+    values agree to float32 rounding; means and stds of 10⁴ of them to rtol 1e-5."""
+    num, dim = 10_007, 5
+    teacher = synthetic.random_teacher(dim)
+    student = nearby_student(teacher, jax.random.key(2), angle=0.5)
+    x = synthetic.sample_sphere(jax.random.key(3), num, dim)
+    energy = synthetic.teacher_energy
+    grad = jax.vmap(jax.grad(energy, argnums=1), in_axes=(None, 0))
+    diff = grad(student, x) - grad(teacher, x)
+    tangential = diff - jnp.sum(diff * x, axis=1, keepdims=True) * x
+    for fisher, diff in ((evaluation.fisher_divergence, diff),
+                         (evaluation.fisher_divergence_sphere, tangential)):
+        squared = jnp.sum(diff**2, axis=1)
+        estimate = fisher(energy, student, energy, teacher, x, chunk_size=1000)
+        np.testing.assert_allclose(estimate.value, jnp.mean(squared), rtol=1e-5)
+        np.testing.assert_allclose(estimate.stderr, jnp.std(squared, ddof=1) / np.sqrt(num),
+                                   rtol=1e-5)
+    chunked = evaluation.kl_importance_sampling(energy, student, energy, teacher, x,
+                                                chunk_size=1000)
+    direct = evaluation.kl_importance_sampling(energy, student, energy, teacher, x,
+                                               chunk_size=num)
+    np.testing.assert_allclose(chunked, direct, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# KL with log Z_θ − log Z* from common uniform points, against the other estimators
+# ---------------------------------------------------------------------------
+
+def nearby_student(teacher, key, angle, num_extra=6, extra_weight=2.0):
+    """A student near `teacher`: its k neurons turned by ≈ `angle` radians (Gaussian
+    noise of norm ≈ angle), plus num_extra random unit neurons of weight ±extra_weight;
+    teacher weights rescaled by m/k so that each teacher neuron keeps its share of
+    E = mean_i s_i relu(⟨θ_i, x⟩) over the m = k + num_extra neurons."""
+    k, dim = teacher.theta.shape
+    key_turn, key_extra, key_sign = jax.random.split(key, 3)
+    turned = teacher.theta + angle * jax.random.normal(key_turn, (k, dim)) / np.sqrt(dim)
+    theta = jnp.concatenate([turned, synthetic.sample_sphere(key_extra, num_extra, dim)])
+    weights = jnp.concatenate([
+        teacher.signed_weights * (k + num_extra) / k,
+        extra_weight * jax.random.rademacher(key_sign, (num_extra,), jnp.float32)])
+    return synthetic.Teacher(theta / jnp.linalg.norm(theta, axis=1, keepdims=True), weights)
+
+
+@pytest.fixture(scope="module")
+def published_pool():
+    """(published_teacher(15), 20 000 exact samples of it): drawn once (rejection
+    accepts ~3e-3 in d = 15) and split into disjoint parts by the tests."""
+    teacher = synthetic.published_teacher(15)
+    return teacher, synthetic.sample_teacher(jax.random.key(15), teacher, 20_000)
+
+
+def assert_estimators_agree(first, second):
+    """Estimates from independent samples: |difference| < NUM_SE combined SEs."""
+    combined = np.hypot(float(first.stderr), float(second.stderr))
+    assert abs(float(first.value) - float(second.value)) < NUM_SE * combined, (first, second)
+
+
+def test_kl_estimators_match_quadrature_s2(teacher, teacher_samples):
+    """d = 3: a 4-neuron student (random unit directions) against the orthogonal
+    teacher (KL ≈ 1.06). Both Monte Carlo estimators must lie within NUM_SE of their
+    own standard errors of kl_quadrature_s2 (100 × 100 grid) plus its quadrature
+    error, bounded by |KL(100) − KL(400)| (the midpoint rule's O(h²) error of the
+    400 grid is 1/16 of the 100 grid's, so the difference is ≈ the 100 grid's error)."""
+    energy = synthetic.teacher_energy
+    student = synthetic.Teacher(synthetic.sample_sphere(jax.random.key(0), 4, 3),
+                                jnp.array([-20.0, -20.0, -10.0, 5.0]))
+    quadrature = evaluation.kl_quadrature_s2(energy, student, energy, teacher)
+    quadrature_error = abs(float(quadrature)
+                           - float(evaluation.kl_quadrature_s2(energy, student, energy, teacher,
+                                                               400)))
+    estimates = (
+        evaluation.kl_importance_sampling(energy, student, energy, teacher, teacher_samples),
+        evaluation.kl_uniform_partition(energy, student, energy, teacher, teacher_samples,
+                                        jax.random.key(1), 100_000))
+    for estimate in estimates:
+        assert (abs(float(estimate.value) - float(quadrature))
+                < NUM_SE * float(estimate.stderr) + quadrature_error), (estimate, quadrature)
+    itself = evaluation.kl_uniform_partition(energy, teacher, energy, teacher, teacher_samples,
+                                             jax.random.key(1), 1000)
+    assert float(itself.value) == 0.0 and float(itself.stderr) == 0.0
+
+
+def test_kl_uniform_partition_stderr_is_honest(published_pool):
+    """d = 15: 20 independent estimates (disjoint 1000 teacher samples, M = 1000 uniform
+    points from fold_in(key, r) each) of a nearby student's KL (≈ 0.06). Their sample
+    std must match the mean reported SE. For normal estimates with true SE σ the
+    sample std s of 20 satisfies s/σ ~ √(χ²₁₉/19), whose 1e-4 and 1 − 1e-4 quantiles
+    are 0.457 and 1.635 (relative SE of s ≈ 1/√38 ≈ 0.16); the mean of 20 reported
+    SEs is much less noisy, so the ratio must lie in [0.457, 1.635]. At n = M = 1000
+    the uniform term var(a − b)/M is ~90% of SE², and ignoring the correlation of the
+    two log-means (var a + var b instead of var(a − b)) would report an SE ~4x too
+    large (ratio ~0.26), outside the band."""
+    teacher, pool = published_pool
+    energy = synthetic.teacher_energy
+    student = nearby_student(teacher, jax.random.key(100), angle=0.2)
+    num_repeats, num_samples, num_uniform = 20, 1000, 1000
+    estimates = [evaluation.kl_uniform_partition(
+        energy, student, energy, teacher, pool[r * num_samples:(r + 1) * num_samples],
+        jax.random.fold_in(jax.random.key(3), r), num_uniform) for r in range(num_repeats)]
+    values = np.array([float(e.value) for e in estimates])
+    stderrs = np.array([float(e.stderr) for e in estimates])
+    low, high = np.sqrt(chi2.ppf([1e-4, 1 - 1e-4], num_repeats - 1) / (num_repeats - 1))
+    ratio = np.std(values, ddof=1) / np.mean(stderrs)
+    assert low < ratio < high, (ratio, values, stderrs)
+
+
+@pytest.mark.parametrize("dim", [15, 50])
+def test_kl_estimators_agree_in_high_dimension(dim, published_pool):
+    """A nearby student (KL ≈ 0.06 in d = 15, ≈ 0.013 in d = 50) of the published d = 15
+    teacher (its 20 000 samples) and of random_teacher(50, 0.2, 0) (4000 samples):
+    importance sampling on the first half of the samples, the uniform-partition
+    estimator (M = 10⁵) on the second: independent, so they agree within NUM_SE
+    combined SEs."""
+    if dim == 15:
+        teacher, samples = published_pool
+    else:
+        teacher = synthetic.random_teacher(dim, 0.2, 0)
+        samples = synthetic.sample_teacher(jax.random.key(dim), teacher, 4000)
+    half = samples.shape[0] // 2
+    energy = synthetic.teacher_energy
+    student = nearby_student(teacher, jax.random.key(100), angle=0.2)
+    assert_estimators_agree(
+        evaluation.kl_importance_sampling(energy, student, energy, teacher, samples[:half]),
+        evaluation.kl_uniform_partition(energy, student, energy, teacher, samples[half:],
+                                        jax.random.key(4), 100_000))
+
+
 def test_grid_density_2d_gaussian():
     grid = evaluation.grid_density_2d(squared_norm, 1.0, box=(-4.0, 4.0), num=200)
     assert grid.xs.shape == (200,) and grid.ys.shape == (200,) and grid.density.shape == (200, 200)
@@ -348,8 +498,8 @@ def test_evaluator_sphere_metrics_use_energy_over_temperature(dim):
     `midpoint_log_z_error` = δ(κ) for log Z; E_q[x_3] = d log Z/dκ on the grid, so the
     KL errs by δ(κ_T) − δ(κ) − (κ_T − κ) δ'(κ) + O(h⁴). Tolerance: twice the leading
     term (O(h⁴) is ~1e-3 of it) plus 1e-6 for float32 sums over 10⁴ nodes. In d = 5
-    the evaluator estimates the KL by importance sampling on the test points (here
-    uniform points, not p* samples): it is checked against the same estimator in
+    the evaluator estimates the KL by importance sampling on the reference points (here
+    the test points, uniform, not p* samples): it is checked against the same estimator in
     NumPy, mean Δ + log mean exp(−Δ) with Δ = E/T − E*, which is exactly 0 at T = 2.
     """
     kappa, num = 2.0, 100
@@ -362,7 +512,7 @@ def test_evaluator_sphere_metrics_use_energy_over_temperature(dim):
         test = np.random.default_rng(7).standard_normal((2_000, dim))
         test = jnp.asarray(test / np.linalg.norm(test, axis=1, keepdims=True), jnp.float32)
     dataset = synthetic.Dataset("von_mises_fisher", test[:10], test, "sphere",
-                                von_mises_fisher, kappa)
+                                von_mises_fisher, kappa, reference=test)
     evaluate = make_evaluator(config, dataset, lambda k, x: von_mises_fisher(2 * k, x))
     t = np.asarray(test[:, 2], np.float64)
     mean_t = 1 / np.tanh(kappa) - 1 / kappa

@@ -210,6 +210,8 @@ INVALID = {
     "model.regime": "mean-field",
     "sampler.num_steps": 0,
     "data.dim": 1,
+    "data.teacher": "student",
+    "data.teacher_cosine": 1.5,
 }
 
 
@@ -227,6 +229,43 @@ def test_shape_mismatch_is_refused():
     config.model.name = "shallow"  # the shallow energy needs data on the sphere
     with pytest.raises(ConfigError, match="config.model.name='shallow'"):
         validate_config(config, num_devices=1)
+
+
+def test_teacher_and_mixture_keys_are_validated():
+    def problems(config, **changes):
+        with config.unlocked():
+            for key, value in changes.items():
+                section, name = key.split(".")
+                config[section][name] = value
+        with pytest.raises(ConfigError) as error:
+            validate_config(config, num_devices=1)
+        return str(error.value).splitlines()
+
+    teacher_config = lambda: tiny(teacher.get_config())  # noqa: E731
+    assert problems(teacher_config(), **{"data.dim": 7})[0].startswith(
+        "config.data.dim=7: expected one of 3, 15 for data.teacher='published'")
+    for theta in (None, [[1.0, 0.0, 0.0]], [[0.0] * 15], [[1.0, 2.0], [3.0]]):
+        lines = problems(teacher_config(), **{"data.teacher": "explicit",
+                                              "data.teacher_theta": theta})
+        assert lines == [f"config.data.teacher_theta={theta!r}: expected a k x 15 list of "
+                         "non-zero rows (k >= 1) for data.teacher='explicit'"]
+    config = teacher_config()
+    config.data.teacher, config.data.teacher_theta = "explicit", [[1.0] + [0.0] * 14]
+    validate_config(config, num_devices=1)
+    config.data.dim, config.data.teacher = 7, "random"
+    validate_config(config, num_devices=1)
+
+    mixture_config = lambda: tiny(mixture2d.get_config())  # noqa: E731 (2 weights, d = 2)
+    lines = problems(mixture_config(), **{"data.mixture_means": [[0.0, 0.0, 1.0]] * 2,
+                                          "data.mixture_stds": [0.5, 0.0]})
+    assert [line.split("=")[0] for line in lines] == ["config.data.mixture_means",
+                                                      "config.data.mixture_stds"]
+    assert problems(mixture_config(), **{"data.mixture_means": [[0.0, 0.0]] * 3})[0].endswith(
+        "K = len(data.mixture_weights) = 2")
+    config = mixture_config()
+    config.data.mixture_means, config.data.mixture_stds = [[0.0, 1.0], [2.0, 3.0]], [0.5, 0.2]
+    config.data.mixture_std = -1.0  # unused with per-mode stds
+    validate_config(config, num_devices=1)
 
 
 def _python(args, **kwargs):

@@ -68,16 +68,35 @@ def test_diverged_member_is_frozen_and_the_others_go_on(tmp_path):
     assert "Diverged" in table
 
 
-def test_shape_changing_keys_run_one_after_another(tmp_path, capsys):
+def test_shape_changing_keys_run_one_program_per_shape(tmp_path, capsys):
+    """2 particle counts × 2 restart probabilities × 2 seeds: 2 programs of 4 members, and
+    each member equals its run alone."""
     config = tiny(mixture2d.get_config(), num_steps=20)
     assert shape_changing_keys({"sampler.num_particles": [64], "seed": [0]}) == [
         "sampler.num_particles"]
-    run_grid(config, {"sampler.num_particles": [64, 128]}, [0], tmp_path, "cmd", progress=False)
+    sweeps = {"sampler.num_particles": [64, 128], "train.restart_prob": [0.0, 0.5]}
+    run_grid(config, sweeps, [0, 1], tmp_path, "cmd", progress=False)
     out = capsys.readouterr().out
-    assert "one after another" in out
-    assert (tmp_path / "members" / "001" / "summary.json").exists()
+    assert "8 members as 2 compiled programs" in out
+    for number in ("000", "001"):
+        assert (tmp_path / "programs" / number / "metrics.jsonl").exists()
     with open(tmp_path / "results.csv") as f:
-        assert {r["sampler.num_particles"] for r in csv.DictReader(f)} == {"64", "128"}
+        results = list(csv.DictReader(f))
+    assert {r["sampler.num_particles"] for r in results} == {"64", "128"}
+    assert {r["member"] for r in results} == {str(i) for i in range(8)}
+    last = {int(r["member"]): r for r in results}  # rows in step order: the final evaluation
+    member = grid_members(config, sweeps, [0, 1])[7]  # 128 particles, p = 0.5, seed 1
+    alone = train_and_evaluate(member.config, tmp_path / "alone", progress=False)["final"]
+    assert float(last[7]["test_nll"]) == pytest.approx(alone["test_nll"], rel=1e-5)
+
+
+def test_swept_data_size_keeps_linked_particle_count(tiny_teacher_config):
+    """A config with sampler.num_particles = 2 × data.num_train (a field reference, as in
+    experiments/teacher.py) keeps N = 2n for every swept n."""
+    config = tiny_teacher_config
+    config.sampler.num_particles = config.data.get_ref("num_train") * 2
+    members = grid_members(config, {"data.num_train": [64, 128]}, [0])
+    assert [m.config.sampler.num_particles for m in members] == [128, 256]
 
 
 def test_sweep_values_are_parsed_by_their_key_type(tiny_teacher_config):
@@ -92,6 +111,10 @@ def test_sweep_values_are_parsed_by_their_key_type(tiny_teacher_config):
         "model.hidden_sizes": [(64, 64), (128,)]}
     with pytest.raises(SweepError, match="finite"):
         parse_sweeps(config, ["train.restart_prob=inf"])
+    assert parse_sweeps(config, ["train.restart_prob=0,1/60"]) == {
+        "train.restart_prob": [0.0, 1 / 60]}
+    with pytest.raises(SweepError):
+        parse_sweeps(config, ["train.restart_prob=1/0"])
     assert parse_sweeps(config, ["optim.weight_cap=None,5"]) == {"optim.weight_cap": [None, 5.0]}
     with pytest.raises(SweepError, match="no such config entry"):
         parse_sweeps(config, ["train.restart_probb=1"])

@@ -28,18 +28,56 @@ def _cosine(theta):
 
 
 def test_teacher_geometry():
-    for dim in (3, 7, 15):
-        teacher = synthetic.paper_teacher(dim)
-        assert teacher.theta.shape == (2, dim)
+    teachers = {"orthogonal 3": synthetic.orthogonal_teacher(3),
+                "published 3": synthetic.published_teacher(3),
+                "random 7": synthetic.random_teacher(7, 0.2, 0),
+                "published 15": synthetic.published_teacher(15)}
+    for name, teacher in teachers.items():
+        dim = int(name.split()[1])
+        assert teacher.theta.shape == (2, dim), name
         np.testing.assert_allclose(np.linalg.norm(teacher.theta, axis=1), 1.0, atol=1e-6)
         np.testing.assert_array_equal(teacher.signed_weights, [-10.0, -10.0])
-    assert abs(_cosine(synthetic.paper_teacher(3).theta)) < 1e-7
-    assert round(_cosine(synthetic.paper_teacher(15).theta), 4) == 0.2002
-    assert abs(_cosine(synthetic.paper_teacher(7).theta) - 0.2) < 1e-6
+    np.testing.assert_array_equal(teachers["orthogonal 3"].theta, np.eye(3)[:2])
+    assert abs(_cosine(teachers["orthogonal 3"].theta)) < 1e-7
+    # docs/tasks.md, d = 3: the bimodal teacher's normalised rows have cosine −0.8314.
+    assert round(_cosine(teachers["published 3"].theta), 4) == -0.8314
+    assert round(_cosine(teachers["published 15"].theta), 4) == 0.2002
+    for cosine in (0.2, -0.7):
+        assert abs(_cosine(synthetic.random_teacher(7, cosine, seed=3).theta) - cosine) < 1e-6
+    np.testing.assert_array_equal(synthetic.random_teacher(7, 0.2, 0).theta,
+                                  synthetic.make_teacher("random", 7).theta)
+
+
+def test_explicit_teacher():
+    teacher = synthetic.teacher_from_directions([[2.0, 0.0, 0.0], [0.0, 3.0, 4.0],
+                                                 [0.0, 0.0, -0.5]])
+    np.testing.assert_allclose(teacher.theta, [[1, 0, 0], [0, 0.6, 0.8], [0, 0, -1]],
+                               atol=1e-7)
+    np.testing.assert_array_equal(teacher.signed_weights, [-10.0, -10.0, -10.0])
+    weighted = synthetic.make_teacher("explicit", 3, theta=[[0.0, 0.0, 2.0]],
+                                      signed_weights=[4.0])
+    np.testing.assert_array_equal(weighted.theta, [[0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(weighted.signed_weights, [4.0])
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: synthetic.teacher_from_directions([1.0, 0.0, 0.0]), r"shape \(3,\)"),
+    (lambda: synthetic.teacher_from_directions([[1.0, 0.0], [0.0, 0.0]]), "non-zero"),
+    (lambda: synthetic.teacher_from_directions(np.eye(3)[:2], [-10.0]), "signed_weights"),
+    (lambda: synthetic.random_teacher(5, 1.5, 0), r"\[-1, 1\]"),
+    (lambda: synthetic.published_teacher(7), "d = 3 and 15 only.*'random'"),
+    (lambda: synthetic.make_teacher("explicit", 4, theta=np.eye(3)[:2]), r"\(k, 4\)"),
+    (lambda: synthetic.make_teacher("explicit", 3), "give theta"),
+    (lambda: synthetic.make_teacher("student", 3), "'student'.*explicit"),
+])
+def test_teacher_errors(build, match):
+    with pytest.raises(ValueError, match=match) as error:
+        build()
+    assert "\n" not in str(error.value)
 
 
 def test_teacher_energy_formula():
-    teacher = synthetic.paper_teacher(15)
+    teacher = synthetic.published_teacher(15)
     x = synthetic.sample_sphere(jax.random.PRNGKey(1), 5, 15)
     expected = -5 * jax.nn.relu(x @ teacher.theta[0]) - 5 * jax.nn.relu(x @ teacher.theta[1])
     got = jax.vmap(synthetic.teacher_energy, in_axes=(None, 0))(teacher, x)
@@ -47,7 +85,7 @@ def test_teacher_energy_formula():
 
 
 def test_energy_lower_bound():
-    teacher = synthetic.paper_teacher(15)
+    teacher = synthetic.published_teacher(15)
     minimiser = teacher.theta.sum(0) / jnp.linalg.norm(teacher.theta.sum(0))
     bound = synthetic.energy_lower_bound(teacher)
     np.testing.assert_allclose(bound, synthetic.teacher_energy(teacher, minimiser), rtol=1e-5)
@@ -70,13 +108,15 @@ def test_energy_lower_bound():
 
 
 def test_teacher_samples_on_sphere(key):
-    samples = synthetic.sample_teacher(key, synthetic.paper_teacher(15), 300, batch_size=2**14)
+    samples = synthetic.sample_teacher(key, synthetic.published_teacher(15), 300,
+                                       batch_size=2**14)
     assert samples.shape == (300, 15) and samples.dtype == jnp.float32
     np.testing.assert_allclose(jnp.linalg.norm(samples, axis=1), 1.0, atol=1e-5)
 
 
-def test_teacher_samples_match_quadrature_d3(key):
-    teacher = synthetic.paper_teacher(3)
+@pytest.mark.parametrize("kind", ["orthogonal", "published"])  # unimodal, bimodal
+def test_teacher_samples_match_quadrature_d3(key, kind):
+    teacher = synthetic.make_teacher(kind, 3)
     samples = synthetic.sample_teacher(key, teacher, 20_000)
     grid = evaluation.sphere_grid_s2(200)
     log_masses, _ = evaluation.quadrature_log_masses(synthetic.teacher_energy, teacher, grid)
@@ -142,10 +182,18 @@ def test_rings_and_checkerboard(key):
     assert len({tuple(c) for c in np.asarray(cell)}) == 8
 
 
-def _config(name, dim, **extra):
+# The config.data keys get_dataset reads for every teacher / mixture, at their defaults
+# (experiments/defaults.py).
+DATA_DEFAULTS = dict(teacher="published", teacher_theta=None, teacher_cosine=0.2,
+                     teacher_seed=0, mixture_means=None, mixture_stds=None)
+
+
+def _config(name, dim, num_reference=50, **extra):
+    """A small config: 100 train, 40 test and `num_reference` reference samples."""
     config = ml_collections.ConfigDict()
     config.data = ml_collections.ConfigDict(
-        dict(name=name, dim=dim, num_train=100, num_test=40, **extra))
+        dict(DATA_DEFAULTS, name=name, dim=dim, num_train=100, num_test=40, **extra))
+    config.eval = ml_collections.ConfigDict(dict(num_samples=num_reference))
     return config
 
 
@@ -169,6 +217,86 @@ def test_get_dataset(key, name, dim, manifold, extra):
         assert dataset.mixture is not None
     if name in ("eight_gaussians", "rings", "checkerboard"):
         assert dataset.box == (-4.0, 4.0)
+    if name in ("rings", "checkerboard"):
+        assert dataset.reference is None
+    else:  # exact samples of p*, none of them a test point
+        assert dataset.reference.shape == (50, dim)
+        reference, test = np.asarray(dataset.reference), np.asarray(dataset.test)
+        assert not np.any(np.all(reference[:, None, :] == test[None, :, :], axis=-1))
+
+
+def test_reference_leaves_train_and_test_unchanged(key):
+    """Train and test come from `key` as without reference samples; the reference from
+    fold_in(key, 1), independent of them."""
+    dataset = synthetic.get_dataset(_config("teacher", 15), key)
+    expected = synthetic.sample_teacher(key, synthetic.published_teacher(15), 140)
+    np.testing.assert_array_equal(dataset.train, expected[:100])
+    np.testing.assert_array_equal(dataset.test, expected[100:])
+    np.testing.assert_array_equal(
+        dataset.reference,
+        synthetic.sample_teacher(jax.random.fold_in(key, 1), dataset.target_params, 50))
+
+
+def test_get_dataset_explicit_teacher(key):
+    rows = [[1.0, 1.0, 0.0], [0.0, 0.0, -2.0], [0.5, -0.5, 0.0]]
+    config = _config("teacher", 3, teacher="explicit", teacher_theta=rows)
+    dataset = synthetic.get_dataset(config, key)
+    teacher = dataset.target_params
+    np.testing.assert_allclose(teacher.theta, synthetic.teacher_from_directions(rows).theta)
+    np.testing.assert_allclose(np.linalg.norm(teacher.theta, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(teacher.theta[1], [0.0, 0.0, -1.0])
+    np.testing.assert_array_equal(teacher.signed_weights, [-10.0] * 3)
+    # The data are exact samples of this teacher: the same draw as sampling it directly.
+    np.testing.assert_array_equal(dataset.train,
+                                  synthetic.sample_teacher(key, teacher, 140)[:100])
+
+
+def test_general_mixture_from_config(key):
+    """Four modes at (±2.5, ±2.5) with their own stds and weights, from config keys.
+
+    Neighbouring means are 5 apart, so every decision boundary of `assign_modes` is
+    about 2.5 from a mean, ≥ 6 stds of the widest mode (0.4): the chance that a sample
+    is assigned to another mode than its own is below 1e-8, negligible for n = 20000,
+    as is the truncation this causes in the per-mode std.
+    """
+    means = [[-2.5, -2.5], [-2.5, 2.5], [2.5, -2.5], [2.5, 2.5]]
+    stds, weights = np.array([0.3, 0.2, 0.4, 0.3]), np.array([0.1, 0.2, 0.3, 0.4])
+    n = 20_000
+    config = _config("mixture", 2, num_reference=n, mixture_means=means,
+                     mixture_stds=list(stds), mixture_weights=list(weights))
+    dataset = synthetic.get_dataset(config, key)
+    mixture = dataset.mixture
+    np.testing.assert_allclose(mixture.stds, stds, rtol=1e-6)
+    np.testing.assert_allclose(mixture.weights, weights, rtol=1e-6)
+    np.testing.assert_allclose(dataset.box, (-5.7, 5.7), rtol=1e-6)  # 2.5 + 8 · 0.4
+    samples = np.asarray(dataset.reference, np.float64)
+    assert samples.shape == (n, 2)
+    modes = np.asarray(mixture.assign_modes(dataset.reference))
+    fractions = np.bincount(modes, minlength=4) / n
+    stderr = np.sqrt(weights * (1 - weights) / n)  # binomial standard error
+    np.testing.assert_array_less(np.abs(fractions - weights), NUM_SE * stderr)
+    for k in range(4):
+        # Std from the d · n_k residual coordinates about the known mean: a sample std of
+        # N values has standard error ≈ σ/√(2N).
+        residuals = samples[modes == k] - np.asarray(means[k])
+        std = np.sqrt(np.mean(residuals**2))
+        assert abs(std - stds[k]) < NUM_SE * stds[k] / np.sqrt(2 * residuals.size), (k, std)
+
+
+def test_make_mixture_stds_and_errors():
+    mixture = synthetic.make_mixture([[0.0, 0.0], [3.0, 0.0]], [1.0, 0.1], [3.0, 1.0])
+    np.testing.assert_allclose(mixture.weights, [0.75, 0.25])
+    # Each mode's own std counts: max(0 + 8 · 1, 3 + 8 · 0.1) = 8.
+    assert synthetic.mixture_box(mixture) == (-8.0, 8.0)
+    np.testing.assert_array_equal(synthetic.make_mixture(np.zeros((3, 2)), 0.5).stds,
+                                  [0.5] * 3)
+    for args, match in [(([0.0, 1.0], 1.0), r"shape \(2,\)"),
+                        ((np.zeros((2, 2)), [1.0, 1.0, 1.0]), "stds have shape"),
+                        ((np.zeros((2, 2)), [1.0, 0.0]), "> 0"),
+                        ((np.zeros((2, 2)), 1.0, [1.0, -1.0]), ">= 0"),
+                        ((np.zeros((2, 2)), 1.0, [0.0, 0.0]), "positive sum")]:
+        with pytest.raises(ValueError, match=match):
+            synthetic.make_mixture(*args)
 
 
 def test_mixture_box_2d(key):

@@ -12,7 +12,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
-from ebmdual import losses, samplers, train
+from ebmdual import losses, optim, samplers, train
 from ebmdual.energies import MLPEnergy, make_energy_fn
 from experiments.defaults import base_config
 from tests.conftest import build_trainer
@@ -462,3 +462,73 @@ def test_lazy_regime_leaves_theta_unchanged(tiny_teacher_config, tiny_teacher_da
     np.testing.assert_array_equal(np.asarray(state.params["params"]["theta"]), theta0)
     assert not np.array_equal(np.asarray(state.params["params"]["w"]), w0)  # w still trains
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
+
+
+# ----------------------------------------------------------------------------- p schedules, lr scaling
+
+def test_restart_decay_is_geometric_and_exact_when_constant():
+    """p_t = p · r^(min(t, T)/T); r = 1 gives p bit for bit (old runs unchanged)."""
+    policy = train.RestartPolicy(prob=0.5, decay=1e-3, decay_steps=100)
+    expected = {0: 0.5, 50: 0.5 * 1e-3**0.5, 100: 0.5e-3, 400: 0.5e-3}
+    for step, value in expected.items():
+        got = policy.prob_at(jnp.float32(0.5), jnp.float32(1e-3), jnp.int32(step))
+        np.testing.assert_allclose(float(got), value, rtol=1e-5)
+    constant = train.RestartPolicy(prob=0.3, decay_steps=100)
+    for step in (0, 37, 100, 1000):
+        assert float(constant.prob_at(jnp.float32(0.3), jnp.float32(1.0), step)) == np.float32(0.3)
+    with pytest.raises(ValueError, match="decay"):
+        train.RestartPolicy(prob=0.3, decay=0.0)
+
+
+def test_decaying_restart_prob_reaches_the_step(tiny_teacher_config, tiny_teacher_data):
+    """The step restarts with p_t: the reported restart_prob follows the schedule and the
+    restarted fraction its binomial law (N/2 = 32 antithetic pairs per step, 4σ)."""
+    config = tiny_teacher_config
+    config.train.restart_prob, config.train.restart_decay = 1.0, 0.01
+    trainer, data = build_trainer(config, tiny_teacher_data, num_devices=1)
+    state = trainer.init(jax.random.key(0), data)
+    fractions, probs = [], []
+    for _ in range(config.train.num_steps // config.train.log_every):
+        state, metrics = trainer.train_loop(state, data)
+        fractions.append(np.asarray(metrics["restart_fraction"]))
+        probs.append(np.asarray(metrics["restart_prob"]))
+    probs, fractions = np.concatenate(probs), np.concatenate(fractions)
+    steps = np.arange(len(probs))
+    np.testing.assert_allclose(probs, 0.01 ** (steps / config.train.num_steps), rtol=1e-5)
+    pairs = config.sampler.num_particles // 2
+    stderr = np.sqrt(np.sum(probs * (1 - probs)) / pairs) / len(probs)
+    assert abs(fractions.mean() - probs.mean()) < 4 * stderr
+
+
+def test_authors_scaling_formula():
+    """a = 1 + c/(N_R h_x) with N_R = 1/p, or the run length without restarts
+    (docs/tasks.md, Learning-rate scaling: 6 at p = 1, 1.125 at 1/40, 1.00125 for 4000
+    iterations without restarts, all at h_x = 0.02, c = 0.1)."""
+    scale = optim.restart_period_scaling(0.1, 4000)
+    for p, a in ((1.0, 6.0), (1 / 40, 1.125), (1 / 60, 1 + 0.1 / (60 * 0.02)), (0.0, 1.00125)):
+        np.testing.assert_allclose(float(scale(jnp.float32(p), jnp.float32(0.02))), a, rtol=1e-6)
+    with pytest.raises(ValueError):
+        optim.restart_period_scaling(-1.0, 10)
+
+
+def test_authors_scaling_multiplies_the_wfr_steps(tiny_teacher_config, tiny_teacher_data):
+    """With lr_scaling='authors' one WFR step equals an unscaled step with both learning
+    rates multiplied by a (WFR is linear in the gradient inside its step)."""
+    config = tiny_teacher_config
+    config.train.restart_prob = 0.25
+    a = 1 + 0.1 * 0.25 / config.sampler.step_size
+    scaled_config = config.copy_and_resolve_references()
+    scaled_config.optim.lr_scaling = "authors"
+    manual = config.copy_and_resolve_references()
+    manual.optim.feature_learning_rate *= a
+    manual.optim.weight_learning_rate *= a
+    results = []
+    for cfg in (scaled_config, manual, config):
+        trainer, data = build_trainer(cfg, tiny_teacher_data, num_devices=1)
+        state = trainer.init(jax.random.key(0), data)
+        state, metrics = jax.jit(trainer.train_step)(state, data, jax.random.key(1))
+        results.append(np.asarray(state.params["params"]["theta"]))
+        if cfg is scaled_config:
+            np.testing.assert_allclose(float(metrics["gradient_scale"]), a, rtol=1e-6)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+    assert np.abs(results[0] - results[2]).max() > 1e-4  # the scaling changed the step

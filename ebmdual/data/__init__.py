@@ -12,6 +12,7 @@ from ebmdual.data.mnist import DatasetError, load_mnist
 from ebmdual.data import synthetic
 from ebmdual.data.synthetic import (
     SYNTHETIC_DATASETS,
+    TEACHER_KINDS,
     Dataset,
     GaussianMixture,
     Teacher,
@@ -19,21 +20,26 @@ from ebmdual.data.synthetic import (
     energy_lower_bound,
     line_mixture,
     make_mixture,
+    make_teacher,
     mixture_box,
     mixture_energy,
-    paper_teacher,
+    orthogonal_teacher,
+    published_teacher,
+    random_teacher,
     sample_checkerboard,
     sample_rings,
     sample_sphere,
     sample_teacher,
     teacher_energy,
+    teacher_from_directions,
 )
 
 __all__ = [
-    "DATASET_NAMES", "DatasetError", "Dataset", "load_mnist", "GaussianMixture", "Teacher", "eight_gaussians",
-    "energy_lower_bound", "get_dataset", "line_mixture", "make_mixture", "mixture_box",
-    "mixture_energy", "paper_teacher", "sample_checkerboard", "sample_rings", "sample_sphere",
-    "sample_teacher", "teacher_energy",
+    "DATASET_NAMES", "DatasetError", "Dataset", "load_mnist", "GaussianMixture", "Teacher",
+    "TEACHER_KINDS", "eight_gaussians", "energy_lower_bound", "get_dataset", "line_mixture",
+    "make_mixture", "make_teacher", "mixture_box", "mixture_energy", "orthogonal_teacher",
+    "published_teacher", "random_teacher", "sample_checkerboard", "sample_rings",
+    "sample_sphere", "sample_teacher", "teacher_energy", "teacher_from_directions",
 ]
 
 DATASET_NAMES = SYNTHETIC_DATASETS + ("mnist",)

@@ -9,21 +9,31 @@ trained model's `(energy_fn, params)`.
 
 Tasks
 -----
-* Teacher (docs/tasks.md, Teacher): two ReLU neurons on S^{d−1} with signed weights −10,
+* Teacher (docs/tasks.md, Teacher): ReLU neurons on S^{d−1}, by default two with
+  signed weights −10,
 
       f*(x) = (1/2) Σ_i s_i relu(⟨θ_i, x⟩) = −5 relu(⟨θ_1, x⟩) − 5 relu(⟨θ_2, x⟩),
 
-  sampled exactly by rejection from the uniform distribution, accepting x with
-  probability exp(−(f*(x) − f_lo)) where f_lo ≤ min f* (`energy_lower_bound`).
-* `GaussianMixture` in R^d with isotropic components:
-  p(x) = Σ_k w_k N(x; μ_k, σ_k² I).
+  chosen by `make_teacher(kind, dim, ...)`, kind one of TEACHER_KINDS:
+  "published" (`published_teacher`: d = 3, the bimodal teacher `BIMODAL_TEACHER_D3`
+  of the published comparison of restart probabilities, cosine −0.83; d = 15, the
+  old teacher `OLD_TEACHER_D15`, cosine 0.2002), "orthogonal" (`orthogonal_teacher`:
+  θ_1 = e_1, θ_2 = e_2, unimodal; for d = 3 the authors' "monomodal" run), "random"
+  (`random_teacher`: two unit rows with a given cosine from a fixed seed), "explicit"
+  (`teacher_from_directions`: given rows, normalised). Sampled exactly by rejection
+  from the uniform distribution, accepting x with probability exp(−(f*(x) − f_lo))
+  where f_lo ≤ min f* (`energy_lower_bound`).
+* `GaussianMixture` in R^d with isotropic components,
+  p(x) = Σ_k w_k N(x; μ_k, σ_k² I): `make_mixture(means, stds, weights)` (any means,
+  a common or per-mode std), `line_mixture` (modes on the first axis).
 * 2-D toys in the box [−4, 4]²: `eight_gaussians` (8 modes on the circle of
   radius 2, std 0.2, equal weights by default), `sample_rings` (3 concentric
   circles of radii 1, 2, 3 with equal mass and radial Gaussian noise of std
   0.1), `sample_checkerboard` (uniform on the 8 black unit squares of a 4×4
   board covering [−2, 2]²).
 
-`get_dataset(config, key)` builds a `Dataset` from `config.data`, see there.
+`get_dataset(config, key)` builds a `Dataset` from `config.data`, see there; its
+`reference` holds `config.eval.num_samples` exact samples of p* for evaluation.
 """
 
 from __future__ import annotations
@@ -47,9 +57,15 @@ OLD_TEACHER_D15 = np.array([
      -0.1128, 0.0606, -0.1669, 0.0621, -0.4499, 0.4556, 0.1786],
 ])
 
+# The bimodal d = 3 teacher of the published comparison of restart probabilities
+# (docs/tasks.md, d = 3), before normalisation. Cosine between the normalised rows: −0.8314.
+BIMODAL_TEACHER_D3 = np.array([[-0.4907, 0.7621, 0.4224], [0.4253, -0.3558, -0.8321]])
+
+PUBLISHED_TEACHERS = {3: BIMODAL_TEACHER_D3, 15: OLD_TEACHER_D15}  # dim -> rows
 TEACHER_SIGNED_WEIGHT = -10.0
-TEACHER_COSINE = 0.2  # for dimensions other than 3 and 15
-TEACHER_SEED = 0
+TEACHER_COSINE = 0.2  # random_teacher's default cosine
+TEACHER_SEED = 0      # random_teacher's default seed
+TEACHER_KINDS = ("published", "orthogonal", "random", "explicit")
 TOY_BOX = (-4.0, 4.0)
 SYNTHETIC_DATASETS = ("teacher", "mixture", "eight_gaussians", "rings", "checkerboard")
 
@@ -78,6 +94,14 @@ def _unit_rows(a) -> np.ndarray:
     return a / np.linalg.norm(a, axis=-1, keepdims=True)
 
 
+def _float_array(value, what: str) -> np.ndarray:
+    """np.asarray(value, float64), with a one-line ValueError for ragged or non-numeric input."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a rectangular array of numbers, got {value!r}") from None
+
+
 def _random_pair_with_cosine(dim: int, cosine: float, seed: int) -> np.ndarray:
     """Two unit vectors in R^dim with ⟨θ_1, θ_2⟩ = cosine, from a fixed seed. (2, dim)."""
     rng = np.random.default_rng(seed)
@@ -88,26 +112,86 @@ def _random_pair_with_cosine(dim: int, cosine: float, seed: int) -> np.ndarray:
     return np.stack([u, cosine * u + np.sqrt(1.0 - cosine**2) * v])
 
 
-def paper_teacher(dim: int) -> Teacher:
-    """The two-neuron teacher f* = −5 relu(⟨θ_1,x⟩) − 5 relu(⟨θ_2,x⟩) on S^{dim−1}.
+def teacher_from_directions(theta, signed_weights=None) -> Teacher:
+    """A Teacher with the rows of `theta` (k, d) normalised to unit norm.
 
-    d = 3: the orthogonal teacher θ_1 = e_1, θ_2 = e_2, which is unimodal (one
-    minimum, at x ∝ e_1 + e_2): the authors' "monomodal" run, not the bimodal
-    teacher of the published comparison of restart probabilities (see
-    docs/tasks.md, d = 3). d = 15: the published "old teacher" (cosine 0.2002).
-    Other d ≥ 2: two unit vectors with cosine 0.2 drawn from the fixed seed
-    `TEACHER_SEED`.
+    signed_weights: (k,) values s_i = c_i w_i; default all TEACHER_SIGNED_WEIGHT (−10).
+    Raises ValueError unless theta is (k, d) with k ≥ 1, d ≥ 2, finite, without zero
+    rows, and signed_weights has length k.
     """
-    if dim == 3:
-        theta = np.eye(3)[:2]
-    elif dim == 15:
-        theta = _unit_rows(OLD_TEACHER_D15)
-    elif dim >= 2:
-        theta = _random_pair_with_cosine(dim, TEACHER_COSINE, TEACHER_SEED)
-    else:
-        raise ValueError(f"paper_teacher: dim={dim} must be >= 2")
-    return Teacher(theta=jnp.asarray(theta, jnp.float32),
-                   signed_weights=jnp.full((2,), TEACHER_SIGNED_WEIGHT, jnp.float32))
+    theta = _float_array(theta, "teacher theta")
+    if theta.ndim != 2 or theta.shape[0] < 1 or theta.shape[1] < 2:
+        raise ValueError(f"teacher theta has shape {theta.shape}, expected (k, d) with k >= 1 "
+                         "neurons and dimension d >= 2")
+    norms = np.linalg.norm(theta, axis=1)
+    if not (np.all(np.isfinite(norms)) and np.all(norms > 0)):
+        raise ValueError(f"teacher theta rows must be finite and non-zero, got norms {norms}")
+    num_neurons = theta.shape[0]
+    if signed_weights is None:
+        signed_weights = np.full((num_neurons,), TEACHER_SIGNED_WEIGHT)
+    signed_weights = _float_array(signed_weights, "teacher signed_weights")
+    if signed_weights.shape != (num_neurons,):
+        raise ValueError(f"teacher signed_weights have shape {signed_weights.shape}, "
+                         f"expected ({num_neurons},), one per row of theta")
+    return Teacher(theta=jnp.asarray(_unit_rows(theta), jnp.float32),
+                   signed_weights=jnp.asarray(signed_weights, jnp.float32))
+
+
+def published_teacher(dim: int) -> Teacher:
+    """The teacher of the authors' published runs: d = 3, the bimodal teacher
+    `BIMODAL_TEACHER_D3` (cosine −0.8314); d = 15, the old teacher `OLD_TEACHER_D15`
+    (cosine 0.2002). Weights −10. Other dimensions raise ValueError."""
+    if dim not in PUBLISHED_TEACHERS:
+        raise ValueError(f"published teachers exist for d = 3 and 15 only, not dim={dim}; "
+                         "use data.teacher='random' (or 'orthogonal', 'explicit')")
+    return teacher_from_directions(PUBLISHED_TEACHERS[dim])
+
+
+def orthogonal_teacher(dim: int) -> Teacher:
+    """θ_1 = e_1, θ_2 = e_2, weights −10: unimodal, with its minimum at x ∝ e_1 + e_2
+    (for dim = 3 the authors' "monomodal" run)."""
+    if dim < 2:
+        raise ValueError(f"orthogonal teacher: dim={dim} must be >= 2")
+    return teacher_from_directions(np.eye(dim)[:2])
+
+
+def random_teacher(dim: int, cosine: float = TEACHER_COSINE, seed: int = TEACHER_SEED) -> Teacher:
+    """Two unit vectors with ⟨θ_1, θ_2⟩ = cosine drawn from `seed`, weights −10.
+
+    The same (dim, cosine, seed) always gives the same teacher (`np.random.default_rng`).
+    """
+    if dim < 2:
+        raise ValueError(f"random teacher: dim={dim} must be >= 2")
+    if not abs(cosine) <= 1:
+        raise ValueError(f"random teacher: cosine={cosine} must lie in [-1, 1]")
+    return teacher_from_directions(_random_pair_with_cosine(dim, cosine, seed))
+
+
+def make_teacher(kind: str, dim: int, theta=None, cosine: float = TEACHER_COSINE,
+                 seed: int = TEACHER_SEED, signed_weights=None) -> Teacher:
+    """The teacher named by `kind` (one of TEACHER_KINDS) on S^{dim−1}.
+
+    "published": `published_teacher(dim)` (d = 3 or 15); "orthogonal":
+    `orthogonal_teacher(dim)`; "random": `random_teacher(dim, cosine, seed)`;
+    "explicit": `teacher_from_directions(theta, signed_weights)`, theta (k, dim).
+    signed_weights (k,) replaces the default −10 weights for every kind.
+    """
+    if kind == "explicit":
+        if theta is None:
+            raise ValueError(f"explicit teacher: give theta, a (k, {dim}) list of rows")
+        teacher = teacher_from_directions(theta, signed_weights)
+        if teacher.theta.shape[1] != dim:
+            raise ValueError(f"explicit teacher: theta has shape {teacher.theta.shape}, "
+                             f"expected (k, {dim}) for dim={dim}")
+        return teacher
+    builders = {"published": published_teacher, "orthogonal": orthogonal_teacher,
+                "random": functools.partial(random_teacher, cosine=cosine, seed=seed)}
+    if kind not in builders:
+        raise ValueError(f"teacher kind {kind!r}: expected one of {', '.join(TEACHER_KINDS)}")
+    teacher = builders[kind](dim)
+    if signed_weights is None:
+        return teacher
+    return teacher_from_directions(teacher.theta, signed_weights)
 
 
 def energy_lower_bound(teacher: Teacher, max_enumerated: int = 16) -> float:
@@ -117,7 +201,8 @@ def energy_lower_bound(teacher: Teacher, max_enumerated: int = 16) -> float:
     neurons active at x and v_A = (1/m) Σ_{i∈A} |s_i| θ_i, so
     f_lo = −max_A ‖v_A‖ over subsets A of the negative neurons. When all weights
     are ≤ 0 this is the exact minimum (the best A is consistent with
-    x = v_A/‖v_A‖): for the paper teacher, −5‖θ_1 + θ_2‖ at x ∝ θ_1 + θ_2. With
+    x = v_A/‖v_A‖): for two neurons of weight −10 with cosine c, −5‖θ_1 + θ_2‖ at
+    x ∝ θ_1 + θ_2 when c ≥ −1/2, else −5 at θ_1 and θ_2. With
     more than `max_enumerated` negative neurons the subsets are not enumerated and
     the cruder valid bound Σ_i min(s_i, 0)/m (using ‖θ_i‖ = 1) is returned.
     """
@@ -157,8 +242,9 @@ def sample_teacher(key: jax.Array, teacher: Teacher, n: int, batch_size: int = 2
 
     A host loop over jitted batches of `batch_size` proposals (batch i uses
     fold_in(key, i)) collects accepted points until there are n. The expected
-    acceptance rate is E_unif[exp(−f)] · exp(f_lo): about 8e-2 for d = 3 and
-    3e-3 for d = 15 with the paper teacher. Returns (n, d) float32.
+    acceptance rate is E_unif[exp(−f)] · exp(f_lo): about 8e-2 for the d = 3
+    orthogonal teacher, 0.2 for the d = 3 bimodal one and 3e-3 for the d = 15 old
+    teacher. Returns (n, d) float32.
     """
     lower_bound = jnp.float32(energy_lower_bound(teacher))
     accepted, count = [], 0
@@ -240,19 +326,43 @@ def mixture_energy(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
     return -mixture.log_prob(x)
 
 
-def make_mixture(means, std: float, weights=None) -> GaussianMixture:
-    """A GaussianMixture with one common std and (default equal) weights."""
-    means = jnp.asarray(means, jnp.float32)
+def make_mixture(means, stds, weights=None) -> GaussianMixture:
+    """A GaussianMixture with K = len(means) isotropic components.
+
+    means: (K, d). stds: one common std (a scalar) or K per-mode stds, all > 0.
+    weights: K values ≥ 0 with a positive sum (default equal), normalised here.
+    Raises ValueError (one line) on bad shapes or values.
+    """
+    means = _float_array(means, "mixture means")
+    if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+        raise ValueError(f"mixture means have shape {means.shape}, expected (K, d) with K >= 1")
+    if not np.all(np.isfinite(means)):
+        raise ValueError("mixture means must be finite")
     num_modes = means.shape[0]
-    weights = jnp.ones(num_modes) if weights is None else jnp.asarray(weights, jnp.float32)
+    stds = _float_array(stds, "mixture stds")
+    if stds.ndim == 0:
+        stds = np.full((num_modes,), float(stds))
+    if stds.shape != (num_modes,):
+        raise ValueError(f"mixture stds have shape {stds.shape}, expected a scalar or "
+                         f"({num_modes},), one per mode")
+    if not np.all(np.isfinite(stds) & (stds > 0)):
+        raise ValueError(f"mixture stds must be finite and > 0, got {stds.tolist()}")
+    weights = np.ones(num_modes) if weights is None else _float_array(weights, "mixture weights")
     if weights.shape != (num_modes,):
         raise ValueError(f"mixture weights have shape {weights.shape}, expected ({num_modes},)")
-    return GaussianMixture(means=means, stds=jnp.full((num_modes,), std, jnp.float32),
-                           weights=weights / jnp.sum(weights))
+    if not (np.all(np.isfinite(weights) & (weights >= 0)) and weights.sum() > 0):
+        raise ValueError(f"mixture weights must be finite, >= 0, with a positive sum, "
+                         f"got {weights.tolist()}")
+    weights = jnp.asarray(weights, jnp.float32)
+    return GaussianMixture(means=jnp.asarray(means, jnp.float32),
+                           stds=jnp.asarray(stds, jnp.float32), weights=weights / jnp.sum(weights))
 
 
-def line_mixture(dim: int, weights, separation: float, std: float) -> GaussianMixture:
-    """K = len(weights) modes on the first axis, μ_k = separation·(k − (K−1)/2)·e_1."""
+def line_mixture(dim: int, weights, separation: float, std) -> GaussianMixture:
+    """K = len(weights) modes on the first axis, μ_k = separation·(k − (K−1)/2)·e_1.
+
+    std: a common std or K per-mode stds (see `make_mixture`).
+    """
     num_modes = len(weights)
     offsets = separation * (np.arange(num_modes) - (num_modes - 1) / 2)
     means = np.zeros((num_modes, dim))
@@ -261,8 +371,10 @@ def line_mixture(dim: int, weights, separation: float, std: float) -> GaussianMi
 
 
 def mixture_box(mixture: GaussianMixture, num_stds: float = 8.0) -> tuple[float, float]:
-    """A square (−h, h)² holding a 2-D mixture's mass: h = max_k ‖μ_k‖_∞ + num_stds·max_k σ_k."""
-    half_width = float(jnp.abs(mixture.means).max() + num_stds * mixture.stds.max())
+    """A square (−h, h)² holding a 2-D mixture's mass: h = max_k (‖μ_k‖_∞ + num_stds·σ_k),
+    so each mode's own std counts (with a common std, h = max_k ‖μ_k‖_∞ + num_stds·σ)."""
+    reach = jnp.abs(mixture.means).max(axis=1) + num_stds * mixture.stds
+    half_width = float(reach.max())
     return (-half_width, half_width)
 
 
@@ -321,6 +433,9 @@ class Dataset(NamedTuple):
     mixture: the GaussianMixture for mixture tasks (per-mode metrics), else None.
     box: (low, high): the square [low, high]² holding a 2-D task's mass, for grid
       metrics ((−4, 4) for the toys, `mixture_box` for a 2-D "mixture"), else None.
+    reference: (eval.num_samples, d) exact samples of the target p*, drawn
+      independently of train and test, for evaluation (teacher and mixtures); None
+      where none are drawn (rings, checkerboard, MNIST).
     """
 
     name: str
@@ -331,6 +446,7 @@ class Dataset(NamedTuple):
     target_params: Any = None
     mixture: Optional[GaussianMixture] = None
     box: Optional[tuple[float, float]] = None
+    reference: Optional[jax.Array] = None
 
 
 def _split_train_test(samples: jax.Array, num_train: int) -> tuple[jax.Array, jax.Array]:
@@ -344,6 +460,25 @@ def _require_2d(data) -> None:
         raise ValueError(f"config.data.dim={dim!r}: data set {data.name!r} is 2-D, set dim=2")
 
 
+def _config_teacher(data) -> Teacher:
+    """`make_teacher` from the config.data teacher keys."""
+    return make_teacher(data.teacher, data.dim, theta=data.teacher_theta,
+                        cosine=data.teacher_cosine, seed=data.teacher_seed)
+
+
+def _config_mixture(data) -> GaussianMixture:
+    """The "mixture" task's GaussianMixture from the config.data mixture keys."""
+    weights = list(data.mixture_weights)
+    stds = data.mixture_std if data.mixture_stds is None else list(data.mixture_stds)
+    if data.mixture_means is None:
+        return line_mixture(data.dim, weights, data.mixture_separation, stds)
+    means = _float_array(data.mixture_means, "config.data.mixture_means")
+    if means.ndim != 2 or means.shape[1] != data.dim:
+        raise ValueError(f"config.data.mixture_means has shape {means.shape}, expected "
+                         f"(K, {data.dim}) for data.dim={data.dim}")
+    return make_mixture(means, stds, weights)
+
+
 def get_dataset(config, key: jax.Array) -> Dataset:
     """The data set named by `config.data.name`, train and test drawn from `key`.
 
@@ -352,24 +487,30 @@ def get_dataset(config, key: jax.Array) -> Dataset:
       dim: dimension d (teacher: the sphere S^{d−1} ⊂ R^d; mixture: R^d;
         the 2-D toys need dim = 2 or no dim).
       num_train, num_test: numbers of samples.
+      teacher, teacher_theta, teacher_cosine, teacher_seed ("teacher" only): the
+        arguments kind, theta, cosine, seed of `make_teacher`.
       mixture_weights: list of K weights ("mixture": required, K modes;
         "eight_gaussians": optional, 8 weights, default equal).
-      mixture_separation: distance between neighbouring means ("mixture" only;
-        means on the first axis, see `line_mixture`).
-      mixture_std: std of every component ("mixture": required;
+      mixture_means ("mixture" only): a K × d list of means, or None for K modes on the
+        first axis, `mixture_separation` apart (see `line_mixture`).
+      mixture_stds ("mixture" only): K per-mode stds, or None for `mixture_std` for all.
+      mixture_std: std of every component ("mixture": used when mixture_stds is None;
         "eight_gaussians": optional, default 0.2).
+    config.eval.num_samples: the number of `Dataset.reference` samples (teacher and
+      mixtures), drawn from fold_in(key, 1), so train and test do not depend on it.
     """
     data = config.data
     name = data.name
     num_train, num = data.num_train, data.num_train + data.num_test
+    reference_key, num_reference = jax.random.fold_in(key, 1), config.eval.num_samples
     if name == "teacher":
-        teacher = paper_teacher(data.dim)
+        teacher = _config_teacher(data)
         train, test = _split_train_test(sample_teacher(key, teacher, num), num_train)
-        return Dataset(name, train, test, "sphere", teacher_energy, teacher)
+        reference = sample_teacher(reference_key, teacher, num_reference)
+        return Dataset(name, train, test, "sphere", teacher_energy, teacher, reference=reference)
     if name in ("mixture", "eight_gaussians"):
         if name == "mixture":
-            mixture = line_mixture(data.dim, list(data.mixture_weights),
-                                   data.mixture_separation, data.mixture_std)
+            mixture = _config_mixture(data)
             box = mixture_box(mixture) if data.dim == 2 else None
         else:
             _require_2d(data)
@@ -378,7 +519,8 @@ def get_dataset(config, key: jax.Array) -> Dataset:
                                       std=data.get("mixture_std", 0.2))
             box = TOY_BOX
         train, test = _split_train_test(mixture.sample(key, num), num_train)
-        return Dataset(name, train, test, "euclidean", mixture_energy, mixture, mixture, box)
+        return Dataset(name, train, test, "euclidean", mixture_energy, mixture, mixture, box,
+                       reference=mixture.sample(reference_key, num_reference))
     if name in ("rings", "checkerboard"):
         _require_2d(data)
         sampler = sample_rings if name == "rings" else sample_checkerboard

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every grid of docs/results/synthetic.md, in the order of the report. Each line is one
+# `python -m experiments.sweep` command whose workdir holds table.md, results.csv and the
+# plots; rerunning a finished grid only rewrites its reports. Wall times on 2 CPU cores
+# are in the report. Usage: bash experiments/synthetic_study.sh [name ...] (default: all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sweep() { name=$1; shift; python -m experiments.sweep "$@" --workdir="workdirs/$name"; }
+declare -A GRIDS=(
+  # 1. Reproduction
+  [sphere3d-lr]="--config=experiments/sphere3d.py --sweep=optim.feature_learning_rate=0.04,0.08,0.16 --sweep=optim.weight_learning_rate=0.02,0.04,0.08 --sweep=train.restart_prob=0,1/60,1 --seeds=1 --config.train.num_steps=1000"
+  [sphere3d]="--config=experiments/sphere3d.py --sweep=train.restart_schedule=periodic,random --sweep=data.num_train=1000,10000 --sweep=train.restart_prob=0,1/60,1 --seeds=3"
+  [sphere3d-monomodal]="--config=experiments/sphere3d_monomodal.py --sweep=train.restart_prob=0,1/60,1 --seeds=3"
+  [teacher]="--config=experiments/teacher.py --sweep=train.restart_schedule=periodic,random --sweep=train.restart_prob=0,1/40,1 --seeds=5"
+  [teacher-n1e5]="--config=experiments/teacher.py --config.data.num_train=100000 --sweep=train.restart_prob=0,1/40,1 --seeds=1"
+  # 2. Beyond the paper (experiments/teacher_study.py: n = 2000, 2000 iterations)
+  [study-p]="--config=experiments/teacher_study.py --sweep=train.restart_schedule=random,periodic --sweep=train.restart_prob=0,0.001,0.01,0.025,0.1,0.3,1 --seeds=5"
+  [study-neuron-step]="--config=experiments/teacher_study.py --sweep=train.restart_prob=0,1/40 --sweep=optim.feature_learning_rate=0.002,0.0063,0.02,0.063,0.2,0.63,2 --seeds=5"
+  [study-particle-step]="--config=experiments/teacher_study.py --config.train.restart_prob=0 --sweep=sampler.step_size=0.002,0.0063,0.02,0.063,0.2 --seeds=5"
+  [study-regime]="--config=experiments/teacher_study.py --config.data.teacher=random --sweep=data.dim=15,25,50,100 --sweep=data.num_train=1000,4000 --sweep=model.regime=active,lazy --seeds=5"
+  [study-best-p]="--config=experiments/teacher_study.py --config.data.teacher=random --sweep=data.dim=15,50 --sweep=data.num_train=1000,4000 --sweep=train.restart_prob=0,0.01,0.1,1 --sweep=train.restart_decay=1,0.01 --seeds=5"
+  [mixture4]="--config=experiments/mixture4.py --sweep=train.restart_prob=0,0.05,1 --seeds=5"
+  [mixture4-sm]="--config=experiments/mixture4.py --sweep=train.loss=sm --seeds=5"
+)
+ORDER=(sphere3d-lr sphere3d sphere3d-monomodal teacher teacher-n1e5 study-p study-neuron-step
+       study-particle-step study-regime study-best-p mixture4 mixture4-sm)
+for name in "${@:-${ORDER[@]}}"; do
+  [[ -n "${GRIDS[$name]:-}" ]] || { echo "unknown grid $name; one of: ${ORDER[*]}" >&2; exit 2; }
+  echo "=== $name"
+  # shellcheck disable=SC2086  # the flags are one word each
+  sweep "$name" ${GRIDS[$name]}
+done
