@@ -11,6 +11,7 @@ declare -A GRIDS=(
   [sphere3d-lr]="--config=experiments/sphere3d.py --sweep=optim.feature_learning_rate=0.04,0.08,0.16 --sweep=optim.weight_learning_rate=0.02,0.04,0.08 --sweep=train.restart_prob=0,1/60,1 --seeds=1 --config.train.num_steps=1000"
   [sphere3d]="--config=experiments/sphere3d.py --sweep=train.restart_schedule=periodic,random --sweep=data.num_train=1000,10000 --sweep=train.restart_prob=0,1/60,1 --seeds=3"
   [sphere3d-monomodal]="--config=experiments/sphere3d_monomodal.py --sweep=train.restart_prob=0,1/60,1 --seeds=3"
+  [sphere3d-monomodal-half-steps]="--config=experiments/sphere3d_monomodal.py --config.optim.feature_learning_rate=0.04 --config.optim.weight_learning_rate=0.02 --sweep=train.restart_prob=0,1/60,1 --seeds=3"
   [teacher]="--config=experiments/teacher.py --sweep=train.restart_schedule=periodic,random --sweep=train.restart_prob=0,1/40,1 --seeds=5"
   [teacher-n1e5]="--config=experiments/teacher.py --config.data.num_train=100000 --sweep=train.restart_prob=0,1/40,1 --seeds=1"
   # 2. Beyond the paper (experiments/teacher_study.py: n = 2000, 2000 iterations)
@@ -22,7 +23,7 @@ declare -A GRIDS=(
   [mixture4]="--config=experiments/mixture4.py --sweep=train.restart_prob=0,0.05,1 --seeds=5"
   [mixture4-sm]="--config=experiments/mixture4.py --sweep=train.loss=sm --seeds=5"
 )
-ORDER=(sphere3d-lr sphere3d sphere3d-monomodal teacher teacher-n1e5 study-p study-neuron-step
+ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps teacher teacher-n1e5 study-p study-neuron-step
        study-particle-step study-regime study-best-p mixture4 mixture4-sm)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -n "${GRIDS[$name]:-}" ]] || { echo "unknown grid $name; one of: ${ORDER[*]}" >&2; exit 2; }

@@ -339,6 +339,8 @@ def test_a_dead_model_after_rollbacks_is_not_a_success(tmp_path):
     config = tiny(teacher.get_config(), num_steps=80)
     config.optim.feature_learning_rate = config.optim.weight_learning_rate = 1000.0
     config.train.on_divergence = "rollback"
+    # the setting this defect was found in: random restarts, no learning-rate scaling
+    config.train.restart_schedule, config.optim.lr_scaling = "random", "off"
     workdir = tmp_path / "run"
     with pytest.raises(Diverged, match=r"stalled: "):
         run(config, workdir)
