@@ -18,8 +18,9 @@ SIGKILL.
 Keys that change shapes or the program (particle count, network size, data size,
 dimension, loss, restart schedule) cannot share a program: `run_grid` then groups the
 members by those keys' values and runs one vmapped program per group, one after
-another (workdir/programs/NNN), and says so. Both paths write the same reports: `results.csv` (one row per member and
-evaluation step, with every swept value as a column), `table.md` (final metrics,
+another (workdir/programs/NNN, each with its own timing.json), and says so. Both
+paths write the same reports: `results.csv` (one row per member and evaluation
+step, with every swept value as a column), `table.md` (final metrics,
 mean ± standard error over seeds, per grid point), `grid_metrics.png` (each metric
 against iteration, per grid point) and `grid_final.png` (the final metric against
 each swept key).
@@ -266,8 +267,11 @@ def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
         local = [Member(i, m.values, m.config) for i, m in enumerate(group)]
         program_dir = workdir / "programs" / f"{number:03d}"
         program_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
         for row in run_vmapped(group[0].config, local, program_dir, progress, resume_hint):
             rows.append({**row, "member": group[row["member"]].index})
+        harness.write_atomic(program_dir / "timing.json", json.dumps(
+            {"seconds": time.perf_counter() - start, "values": shown, "members": len(group)}))
     return rows
 
 
@@ -346,6 +350,15 @@ def format_table(members, rows, keys, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def spread_x_axis(ax, values) -> None:
+    """A symmetric-log x axis when the swept numbers span more than 1.5 decades (restart
+    probabilities 0, 0.001 … 1; step sizes), linear near 0 up to the smallest positive."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    positive = [v for v in numbers if v > 0]
+    if len(positive) >= 2 and max(positive) / min(positive) > 10 ** 1.5:
+        ax.set_xscale("symlog", linthresh=min(positive))
+
+
 def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:
     """grid_metrics.png (metric vs iteration, mean ± SE band per grid point) and
     grid_final.png (final metric vs each swept key, error bars = SE over seeds)."""
@@ -354,8 +367,8 @@ def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics, points = metric_names(rows), grid_points(members, keys)
-    point_keys = [k for k in keys if k != "seed"]
+    metrics = [m for m in metric_names(rows) if not m.endswith("_stderr")]
+    points, point_keys = grid_points(members, keys), [k for k in keys if k != "seed"]
     if not metrics:
         return
     evals: dict[int, list[dict]] = {}
@@ -411,6 +424,7 @@ def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:
                             capsize=3, label=", ".join(f"{k}={v}" for k, v in zip(others, rest)))
             ax.set_xlabel(key)
             ax.set_ylabel(f"final {metric}")
+            spread_x_axis(ax, [m.values[key] for m in members])
             if others:
                 ax.legend(fontsize=7)
     fig.suptitle(f"{title}: final metrics (error bars: SE over seeds)")
