@@ -270,9 +270,26 @@ def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
         start = time.perf_counter()
         for row in run_vmapped(group[0].config, local, program_dir, progress, resume_hint):
             rows.append({**row, "member": group[row["member"]].index})
-        harness.write_atomic(program_dir / "timing.json", json.dumps(
-            {"seconds": time.perf_counter() - start, "values": shown, "members": len(group)}))
+        add_wall_time(program_dir / "timing.json", time.perf_counter() - start,
+                      values=shown, members=len(group))
     return rows
+
+
+def add_wall_time(path: Path, seconds: float, **info) -> float:
+    """Write `info` and the grid's wall time to `path`: `seconds` plus the time of the
+    sessions already recorded there (a resumed or re-reported grid adds its session to
+    the total rather than replacing it). Returns the total."""
+    sessions = []
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            sessions = list(stored.get("sessions", [stored["seconds"]]))  # older: one total
+        except (ValueError, AttributeError, KeyError):
+            sessions = []  # torn by a crash: start the record again
+    sessions.append(seconds)
+    harness.write_atomic(path, json.dumps({"seconds": sum(sessions), "sessions": sessions,
+                                           **info}))
+    return sum(sessions)
 
 
 # ----------------------------------------------------------------------------- reports
@@ -481,8 +498,7 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
     table = format_table(members, rows, keys, command)
     harness.write_atomic(workdir / "table.md", table)
     mode = f"{groups} programs" if fixed else "one program"
-    harness.write_atomic(workdir / "timing.json", json.dumps(
-        {"seconds": seconds, "mode": mode, "members": len(members)}))
-    print(f"{len(members)} members, {mode}: {seconds:.1f} s this session")
+    total = add_wall_time(workdir / "timing.json", seconds, mode=mode, members=len(members))
+    print(f"{len(members)} members, {mode}: {seconds:.1f} s this session, {total:.1f} s in all")
     plot_grid(members, rows, keys, workdir, title)
     return table

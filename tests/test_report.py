@@ -40,3 +40,16 @@ def test_bad_requests_are_one_line(tmp_path, capsys):
     assert "columns" in capsys.readouterr().err
     with pytest.raises(KeyError, match="not swept"):
         metric_table(tmp_path, "kl", None, ("data.dim", "3"))
+
+
+def test_wall_time_accumulates_over_sessions(tmp_path):
+    """A resumed or re-reported grid adds its session to the recorded wall time."""
+    from experiments.grid import add_wall_time
+
+    path = tmp_path / "timing.json"
+    assert add_wall_time(path, 100.0, members=3) == 100.0
+    assert add_wall_time(path, 2.5, members=3) == 102.5
+    path.write_text('{"seconds": 7.0, "mode": "one program"}')  # written before sessions
+    assert add_wall_time(path, 1.0) == 8.0
+    path.write_text("{torn")
+    assert add_wall_time(path, 1.0) == 1.0
