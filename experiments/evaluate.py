@@ -14,7 +14,7 @@ sampler temperature, so every metric uses E_θ/T.
   box edge, which must be negligible), per-mode mass for mixtures.
 * mixtures in higher d: mode weights of the particles.
 * every mixture: its true mode weights (target_mode_weight_k), constant references for
-  the two above.
+  the two above, and target_test_nll = mean −log p*(test), the floor of test_nll.
 * MNIST (no likelihood yet: it needs AIS in d = 784): cheap checks on held-out images,
   see `mnist_metrics`.
 """
@@ -139,6 +139,9 @@ def make_evaluator(config, dataset, energy_fn):
                 masses = evaluation.mode_mass_2d(model, params, dataset.mixture, box, 2 * grid)
                 out.update({f"mode_mass_{k}": m for k, m in enumerate(np.asarray(masses))})
         if dataset.mixture is not None:
+            # the floor of test_nll: the true density's NLL on the same test points
+            out["target_test_nll"] = float(np.mean(np.asarray(
+                -dataset.mixture.log_prob(jnp.asarray(dataset.test)))))
             weights = np.asarray(dataset.mixture.weights, np.float64)
             out.update({f"target_mode_weight_{k}": w
                         for k, w in enumerate(weights / weights.sum())})
