@@ -87,8 +87,12 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- tasks
 
 def teacher_config(num_particles: int):
+    """experiments/teacher.py in the fused reference's setting: random per-particle restarts
+    and no learning-rate scaling (the reference implements neither the periodic schedule
+    nor the scaling; neither changes the arithmetic of a step measurably)."""
     config = teacher.get_config()
     config.sampler.num_particles = num_particles
+    config.train.restart_schedule, config.optim.lr_scaling = "random", "off"
     return config
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from ebmdual.checkpoint import Checkpointer
-from experiments import mixture2d, sphere3d, teacher
+from experiments import (mixture2d, mixture4, sphere3d, sphere3d_monomodal, teacher,
+                         teacher_study)
 from experiments.harness import Diverged, WorkdirError, train_and_evaluate
 from experiments.validation import ConfigError, validate_config
 
@@ -38,6 +39,8 @@ def tiny(config, num_steps=40):
     config.train.eval_every = 20
     config.train.checkpoint_every = 20
     config.eval.grid_size = 24
+    config.eval.num_samples = 512
+    config.eval.num_uniform = 4096
     if config.model.name == "shallow":
         config.model.num_neurons = 16
         config.model.num_positive = min(config.model.num_positive, 8)
@@ -70,7 +73,8 @@ def final_state(workdir, config):
     return step, jax.tree.map(to_host, restored.state)
 
 
-@pytest.mark.parametrize("module", [teacher, sphere3d, mixture2d], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [teacher, sphere3d, mixture2d, sphere3d_monomodal,
+                                    teacher_study, mixture4], ids=lambda m: m.__name__)
 def test_every_config_runs_end_to_end(module, tmp_path):
     config = tiny(module.get_config())
     summary = run(config, tmp_path / "run")
@@ -79,11 +83,11 @@ def test_every_config_runs_end_to_end(module, tmp_path):
         assert (tmp_path / "run" / name).exists(), name
     final = summary["final"]
     assert all(np.isfinite(v) for k, v in final.items() if k != "kind")
-    if module is not teacher:  # 2-D and S^2 tasks also draw their samples
+    if module not in (teacher, teacher_study):  # 2-D and S^2 tasks also draw their samples
         assert (tmp_path / "run" / "samples.png").exists()
     # 40 steps already lower the task's main metric: a sign error in the update, a wrong
     # temperature or a broken evaluation would not.
-    metric = "test_nll" if module is mixture2d else "kl"
+    metric = "test_nll" if module in (mixture2d, mixture4) else "kl"
     assert final[metric] < summary["initial"][metric], (summary["initial"], final)
 
 
