@@ -14,6 +14,10 @@ adds paired differences: for each grid point, metric(point) − metric(baseline)
 seed, where the baseline is the point with the given key set to the given value and every
 other swept value the same (seeds share their data set across a grid, so the difference
 cancels the seed-to-seed spread); mean ± SE of those differences.
+
+    python -m experiments.report workdirs/mixture4 --per_seed --metric=mode_mass_0,mode_mass_1
+
+prints one row per member (its swept values and seed) with several metrics.
 """
 
 from __future__ import annotations
@@ -32,20 +36,41 @@ def format_value(mean: float, err: float) -> str:
     return f"{mean:.3g}" + ("" if math.isnan(err) else f" ± {err:.2g}")
 
 
+def read_results(workdir: Path, metrics: list[str]) -> tuple[list[dict], list[str]]:
+    """results.csv's rows and its swept keys (seed included); one-line errors."""
+    path = workdir / "results.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the grid first")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for metric in metrics:
+        if not rows or metric not in rows[0]:
+            known = [k for k in (rows[0] if rows else {}) if k not in ("member", "step")]
+            raise KeyError(f"{metric!r} is not a column of {path}; columns: {', '.join(known)}")
+    return rows, list(rows[0])[1:list(rows[0]).index("step")]  # member, *keys, step, ...
+
+
+def per_seed_table(workdir: Path, metrics: list[str], step: int | None = None) -> str:
+    """One row per member: its swept values (seed included) and `metrics` at `step`
+    (default: the last evaluation)."""
+    rows, keys = read_results(workdir, metrics)
+    step = step if step is not None else max(int(r["step"]) for r in rows)
+    header = [*keys, *(f"{m} at {step}" for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if int(row["step"]) == step:
+            cells = [f"{float(row[m]):.3g}" if row[m] != "" else "—" for m in metrics]
+            lines.append("| " + " | ".join([*(row[k] for k in keys), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def metric_table(workdir: Path, metric: str, steps: list[int] | None = None,
                  paired: tuple[str, str] | None = None) -> str:
     """The markdown table of `metric` at `steps` (default: the last evaluation); with
     `paired=(key, value)`, a column of paired differences to that baseline at the last
     of `steps`."""
     path = workdir / "results.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the grid first")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows or metric not in rows[0]:
-        known = [k for k in (rows[0] if rows else {}) if k not in ("member", "step")]
-        raise KeyError(f"{metric!r} is not a column of {path}; columns: {', '.join(known)}")
-    keys = list(rows[0])[1:list(rows[0]).index("step")]  # the swept keys: member, *keys, step
+    rows, keys = read_results(workdir, [metric])
     point_keys = [k for k in keys if k != "seed"]
     steps = steps or [max(int(r["step"]) for r in rows)]
     if paired and paired[0] not in point_keys:
@@ -104,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--metric", default="kl")
     parser.add_argument("--steps", default="", help="comma-separated iterations")
+    parser.add_argument("--per_seed", action="store_true", help="one row per member; "
+                        "--metric may then be a comma list, shown at the last of --steps")
     parser.add_argument("--paired", default="", help="key=value: the baseline of paired "
                         "differences (same seed, other swept values equal)")
     args = parser.parse_args(argv)
@@ -112,7 +139,10 @@ def main(argv=None) -> int:
         paired = tuple(args.paired.split("=", 1)) if args.paired else None
         if paired is not None and len(paired) != 2:
             raise ValueError(f"--paired={args.paired}: expected key=value")
-        print(metric_table(args.workdir, args.metric, steps, paired))
+        if args.per_seed:
+            print(per_seed_table(args.workdir, args.metric.split(","), steps and steps[-1]))
+        else:
+            print(metric_table(args.workdir, args.metric, steps, paired))
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from experiments.report import main, metric_table
+from experiments.report import main, metric_table, per_seed_table
 
 
 def write_results(path, kls):
@@ -53,3 +53,9 @@ def test_wall_time_accumulates_over_sessions(tmp_path):
     assert add_wall_time(path, 1.0) == 8.0
     path.write_text("{torn")
     assert add_wall_time(path, 1.0) == 1.0
+
+
+def test_per_seed_table(tmp_path):
+    write_results(tmp_path, {(0.0, 0): (1.0, 0.1), (1.0, 0): (1.0, 0.25)})
+    table = per_seed_table(tmp_path, ["kl"])
+    assert "| 1.0 | 0 | 0.25 |" in table and "| 0.0 | 0 | 0.1 |" in table
