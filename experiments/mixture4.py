@@ -5,7 +5,7 @@ Modes at (±2.5, ±2.5), σ = 0.3, weights 0.1 / 0.2 / 0.3 / 0.4 (means listed a
 unadjusted Langevin h = 0.01 in R², 5 steps per iteration, N = 1000 particles,
 batches of 500 from n = 4000, 3000 iterations, random restarts with p = 0.05.
 
-The modes are 5 σ-units of Langevin travel apart with barriers of ≈ 35 nats, so the
+The modes are 5 apart (16.7 σ), behind barriers of ≈ 35 nats, so the Langevin
 chains do not cross between them: the learned mode weights, normalised exactly on a
 grid (eval: mode_mass_k), carry no information from the chains. No published numbers.
 """
