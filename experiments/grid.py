@@ -150,8 +150,9 @@ class GridFeed:
 
 
 def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = True,
-                resume_hint: str | None = None) -> list[dict]:
-    """Train every member in one compiled program; returns the metrics rows (all members)."""
+                resume_hint: str | None = None) -> tuple[list[dict], bool]:
+    """Train every member in one compiled program; returns the metrics rows (all members)
+    and whether this session trained any step (False for a grid finished before it)."""
     train_cfg = config.train
     keys = sorted({k for m in members for k in m.values})
     datasets, run_keys = {}, []
@@ -208,6 +209,7 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
 
     chunk = train_cfg.log_every
     preemption.last_checkpoint = step
+    trained = step < train_cfg.num_steps
     with preemption:
         bar = tqdm(total=train_cfg.num_steps, initial=step, desc=f"grid of {len(members)}",
                    unit="step", disable=not progress or jax.process_index() != 0)
@@ -242,7 +244,7 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
                     f"Resume with: {resume_hint or 'the same command'}")
         bar.close()
     checkpoints.close()
-    return log.rows
+    return log.rows, trained
 
 
 # ----------------------------------------------------------------------------- programs
@@ -257,10 +259,11 @@ def program_groups(members: list[Member], fixed_keys: list[str]) -> list[list[Me
 
 
 def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
-                 progress: bool = True, resume_hint: str | None = None) -> list[dict]:
+                 progress: bool = True, resume_hint: str | None = None
+                 ) -> tuple[list[dict], bool]:
     """One vmapped program per group of `program_groups`, in workdir/programs/NNN; the
-    rows come back with the members' grid indices."""
-    rows = []
+    rows come back with the members' grid indices, and whether any program trained."""
+    rows, any_trained = [], False
     for number, group in enumerate(program_groups(members, fixed_keys)):
         shown = {k: group[0].values[k] for k in fixed_keys}
         print(f"--- program {number}: {shown}, {len(group)} members")
@@ -268,11 +271,14 @@ def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
         program_dir = workdir / "programs" / f"{number:03d}"
         program_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        for row in run_vmapped(group[0].config, local, program_dir, progress, resume_hint):
-            rows.append({**row, "member": group[row["member"]].index})
-        add_wall_time(program_dir / "timing.json", time.perf_counter() - start,
-                      values=shown, members=len(group))
-    return rows
+        program_rows, trained = run_vmapped(group[0].config, local, program_dir, progress,
+                                            resume_hint)
+        rows += [{**row, "member": group[row["member"]].index} for row in program_rows]
+        if trained:  # a program finished before this session only re-reports: no time
+            add_wall_time(program_dir / "timing.json", time.perf_counter() - start,
+                          values=shown, members=len(group))
+        any_trained |= trained
+    return rows, any_trained
 
 
 def add_wall_time(path: Path, seconds: float, **info) -> float:
@@ -489,16 +495,22 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
         groups = len(program_groups(members, fixed))
         print(f"{', '.join(fixed)} change array shapes or the program: {len(members)} members "
               f"as {groups} compiled programs, one after another")
-        rows = run_programs(members, fixed, workdir, progress, resume_hint)
+        rows, trained = run_programs(members, fixed, workdir, progress, resume_hint)
     else:
         print(f"{len(members)} members as one compiled program")
-        rows = run_vmapped(config, members, workdir, progress, resume_hint)
+        rows, trained = run_vmapped(config, members, workdir, progress, resume_hint)
     seconds = time.perf_counter() - start
     write_results_csv(workdir / "results.csv", members, rows, keys)
     table = format_table(members, rows, keys, command)
     harness.write_atomic(workdir / "table.md", table)
     mode = f"{groups} programs" if fixed else "one program"
-    total = add_wall_time(workdir / "timing.json", seconds, mode=mode, members=len(members))
-    print(f"{len(members)} members, {mode}: {seconds:.1f} s this session, {total:.1f} s in all")
+    if trained or not (workdir / "timing.json").exists():
+        total = add_wall_time(workdir / "timing.json", seconds, mode=mode,
+                              members=len(members))
+        print(f"{len(members)} members, {mode}: {seconds:.1f} s this session, "
+              f"{total:.1f} s in all")
+    else:
+        print(f"{len(members)} members, {mode}: finished before this session; reports "
+              f"rewritten, wall time in timing.json unchanged")
     plot_grid(members, rows, keys, workdir, title)
     return table

@@ -14,7 +14,7 @@ declare -A GRIDS=(
   [sphere3d-monomodal-half-steps]="--config=experiments/sphere3d_monomodal.py --config.optim.feature_learning_rate=0.04 --config.optim.weight_learning_rate=0.02 --sweep=train.restart_prob=0,1/60,1 --seeds=3"
   [teacher]="--config=experiments/teacher.py --sweep=train.restart_schedule=periodic,random --sweep=train.restart_prob=0,1/40,1 --seeds=5"
   [teacher-lr]="--config=experiments/teacher.py --sweep=optim.feature_learning_rate=0.2,0.4 --sweep=optim.weight_learning_rate=0.2,0.4 --sweep=train.restart_prob=0,1/40,1 --seeds=1"
-  [teacher-n1e5]="--config=experiments/teacher.py --config.data.num_train=100000 --sweep=train.restart_prob=0,1/40,1 --seeds=1"
+  [teacher-n1e5]="--config=experiments/teacher.py --config.data.num_train=100000 --sweep=train.restart_prob=0,1/40,1 --seeds=5"
   # 2. Beyond the paper (experiments/teacher_study.py: n = 2000, 2000 iterations)
   [study-p]="--config=experiments/teacher_study.py --sweep=train.restart_schedule=random,periodic --sweep=train.restart_prob=0,0.001,0.01,0.025,0.1,0.3,1 --seeds=5"
   [study-neuron-step]="--config=experiments/teacher_study.py --sweep=train.restart_prob=0,1/40 --sweep=optim.feature_learning_rate=0.002,0.0063,0.02,0.063,0.2,0.63,2 --seeds=5"

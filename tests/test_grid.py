@@ -88,6 +88,14 @@ def test_shape_changing_keys_run_one_program_per_shape(tmp_path, capsys):
     member = grid_members(config, sweeps, [0, 1])[7]  # 128 particles, p = 0.5, seed 1
     alone = train_and_evaluate(member.config, tmp_path / "alone", progress=False)["final"]
     assert float(last[7]["test_nll"]) == pytest.approx(alone["test_nll"], rel=1e-5)
+    # Rerunning the finished grid rewrites its reports but trains nothing, so it adds no
+    # session to the recorded wall times.
+    timings = [tmp_path / "timing.json", tmp_path / "programs" / "000" / "timing.json"]
+    before = [json.loads(path.read_text())["sessions"] for path in timings]
+    assert all(len(sessions) == 1 for sessions in before)
+    run_grid(config, sweeps, [0, 1], tmp_path, "cmd", progress=False)
+    assert "finished before this session" in capsys.readouterr().out
+    assert [json.loads(path.read_text())["sessions"] for path in timings] == before
 
 
 def test_swept_data_size_keeps_linked_particle_count(tiny_teacher_config):
