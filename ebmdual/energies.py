@@ -95,16 +95,26 @@ class ShallowEnergy(nn.Module):
 
 
 class MLPEnergy(nn.Module):
-    """E(x) = MLP(x) on R^d with swish activations and a scalar linear output."""
+    """E(x) = MLP(x) on R^d with swish activations and a scalar linear output.
+
+    base_std: when set to s, E(x) = MLP(x) + ‖x‖²/(2s²) with the output layer
+    initialised at zero, so the initial model exp(−E/T) at T = 1 is exactly N(0, s²I)
+    and can be sampled exactly (what Jarzynski-weighted walkers need at the start);
+    the quadratic also keeps exp(−E) normalisable whatever the MLP learns.
+    """
 
     hidden_sizes: Sequence[int] = (128, 128)
+    base_std: float | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
         for width in self.hidden_sizes:
             h = nn.swish(nn.Dense(width)(h))
-        return nn.Dense(1)(h)[..., 0]
+        if self.base_std is None:
+            return nn.Dense(1)(h)[..., 0]
+        out = nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+        return out + 0.5 * jnp.sum(x * x, axis=-1) / self.base_std ** 2
 
 
 def make_energy_fn(module: nn.Module) -> EnergyFn:

@@ -20,6 +20,9 @@ A sampler is a `Sampler(init, step)` pair of pure functions:
   of `TrainState`, so it is checkpointed and sharded with it. Leaves named by
   `Sampler.particle_axes(state)` (a pytree of bools) carry a leading particle
   axis and are sharded like the particles; the others are replicated.
+* `Sampler.restart(state, mask)`, when given, is called by the train step with the
+  (N,) bool mask of the particles it has just restarted, so that per-particle state
+  (Jarzynski log-weights) follows the restart.
 * `SamplerInfo.weights`, when not None, are per-particle weights (N,) summing to
   one (importance weights of Jarzynski or flow-MCMC walkers): the objective
   then takes a weighted average over particles. Unweighted samplers hand None.
@@ -86,11 +89,15 @@ class SamplerInfo(NamedTuple):
 class Sampler(NamedTuple):
     """init(key, params, particles) -> state; step(key, params, particles, state, hparams)
     -> (particles, state, SamplerInfo). particle_axes(state) -> pytree of bools marking the
-    state leaves with a leading particle axis (sharded like the particles); None: none."""
+    state leaves with a leading particle axis (sharded like the particles); None: none.
+    restart(state, mask) -> state, with mask (N,) bool the particles the train step has
+    just restarted (before `step`): for per-particle state that a restart invalidates
+    (Jarzynski log-weights); None: the state does not depend on where particles are."""
 
     init: Callable
     step: Callable
     particle_axes: Callable | None = None
+    restart: Callable | None = None
 
 
 # ----------------------------------------------------------------------------- pytree particles

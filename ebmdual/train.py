@@ -185,6 +185,16 @@ def standard_normal_noise(key, particles):
     return merge_floating(gaussian_noise(key, particles, antithetic=False), particles)
 
 
+def scaled_normal_noise(std: float) -> Callable:
+    """noise(key, particles): N(0, std² I) in every floating leaf (std = 1: the default)."""
+
+    def noise(key, particles):
+        moving = gaussian_noise(key, particles, antithetic=False)
+        return merge_floating(jax.tree.map(lambda xi: std * xi, moving), particles)
+
+    return noise
+
+
 def sphere_noise(key, particles):
     """Uniform points on S^{d−1} shaped like (N, d) `particles`: normalised Gaussians."""
     return project_to_sphere(jax.random.normal(key, particles.shape, particles.dtype))
@@ -208,7 +218,7 @@ def restart_targets(key, batch, particles, num_groups: int, policy: RestartPolic
 
 
 def restart_particles(key, particles, batch, restart_prob, step, policy: RestartPolicy):
-    """Apply the restart mask: particles -> (particles, fraction restarted).
+    """Apply the restart mask: particles -> (particles, mask), mask (N,) bool: restarted.
 
     With `policy.antithetic` the pair (j, j + N/2) shares its mask and its target, so a
     restarted pair starts at one point and moves by ±ξ.
@@ -226,7 +236,7 @@ def restart_particles(key, particles, batch, restart_prob, step, policy: Restart
         where = mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
         return jnp.where(where, target.astype(leaf.dtype), leaf)
 
-    return jax.tree.map(select, targets, particles), jnp.mean(mask.astype(jnp.float32))
+    return jax.tree.map(select, targets, particles), mask
 
 
 # ----------------------------------------------------------------------------- step
@@ -279,10 +289,13 @@ def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformatio
             restart_prob = restart.prob_at(hp["restart_prob"], hp["restart_decay"], state.step)
             particles, restarted = restart_particles(restart_key, state.particles, batch,
                                                      restart_prob, state.step, restart)
+            if sampler.restart is not None:
+                sampler_state = sampler.restart(sampler_state, restarted)
             particles, sampler_state, info = sampler.step(sample_key, state.params, particles,
                                                           sampler_state, hp)
             weights = info.weights
-            metrics.update(restart_fraction=restarted, acceptance_rate=info.acceptance_rate,
+            metrics.update(restart_fraction=jnp.mean(restarted.astype(jnp.float32)),
+                           acceptance_rate=info.acceptance_rate,
                            particle_step_size=hp["particle_step_size"],
                            restart_prob=restart_prob, **(info.extra or {}))
         if weights is not None and not weighted_objective:

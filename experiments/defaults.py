@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
     model.alpha = 1.0                # activation relu(u)^alpha
     model.init_weight = 1.0
     model.hidden_sizes = (128, 128)  # mlp only
+    # mlp only: E += |x|²/(2 s²) with a zero-initialised output layer, so the initial model
+    # is exactly N(0, s² I) (Jarzynski walkers must start as its samples); None: no base
+    model.base_std = ml_collections.config_dict.placeholder(float)
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.name = "wfr"               # wfr (shallow only) | adam | sgd
@@ -60,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     optim.lr_scaling_c = 0.1         # c of the authors' scaling (wfr / sgd)
 
     config.sampler = sampler = ml_collections.ConfigDict()
-    sampler.name = "ula"             # ula (projected on the sphere) | mala | hmc
+    sampler.name = "ula"             # ula (projected on the sphere) | mala | hmc | jarzynski | flow_mcmc
     sampler.num_particles = 20_000
     sampler.step_size = 0.02         # h_x: x <- x - h ∇E + sqrt(2 h T) ξ
     sampler.temperature = 1.0        # T: the particles target exp(-E/T)
@@ -69,6 +72,20 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.num_integration_steps = 1  # hmc only
     sampler.target_acceptance = ml_collections.config_dict.placeholder(float)  # mala: adapt h to this
     sampler.adaptation_rate = 0.05   # mala: gain of the Robbins-Monro step-size rule
+    sampler.ess_threshold = 0.5      # jarzynski: resample when ESS/N falls below this
+    # flow_mcmc: num_steps cycles of (global flow move, local_steps MALA steps), then
+    # flow_steps Adam steps of the flow on the chains (docs: ebmdual/flow_mcmc.py)
+    sampler.global_move = "imh"      # flow_mcmc: imh (independent MH) | isir
+    sampler.num_proposals = 2        # flow_mcmc isir: M candidates, the current state included
+    sampler.local_steps = 1          # flow_mcmc: MALA steps after each global move
+    sampler.flow_kind = "spline"     # flow_mcmc: spline (rational-quadratic) | affine (RealNVP)
+    sampler.flow_layers = 4
+    sampler.flow_hidden = 64
+    sampler.flow_bins = 8            # spline flows: bins on [-flow_bound, flow_bound]
+    sampler.flow_bound = 5.0
+    sampler.flow_learning_rate = 1e-3
+    sampler.flow_steps = 1           # flow Adam steps per train step
+    sampler.flow_reverse_kl = 0.0    # weight of the reverse KL in the flow's loss
 
     config.train = train = ml_collections.ConfigDict()
     train.num_steps = 4000
@@ -77,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     train.restart_schedule = "random"   # random (i.i.d. per particle) | periodic (all, every 1/p steps)
     train.restart_decay = 1.0        # p decays geometrically to restart_prob × restart_decay at the end
     train.restart_to = "data"        # data | noise
+    train.restart_noise_std = 1.0    # restart_to=noise in R^d: N(0, std² I)
     train.log_every = 100            # steps per compiled call and per metrics line
     train.eval_every = 500
     train.dsm_sigma = 0.1

@@ -1,7 +1,9 @@
 """A 2-D mixture of four Gaussians with unequal weights: what no restart probability fixes.
 
 Modes at (±2.5, ±2.5), σ = 0.3, weights 0.1 / 0.2 / 0.3 / 0.4 (means listed as
-(−2.5, −2.5), (2.5, −2.5), (−2.5, 2.5), (2.5, 2.5)). MLP energy (64, 64), Adam 1e-3,
+(−2.5, −2.5), (2.5, −2.5), (−2.5, 2.5), (2.5, 2.5)). MLP energy (64, 64) on a Gaussian
+base, E = MLP + ‖x‖²/(2·3²) (model.base_std = 3: normalisable, and exactly N(0, 9 I) at
+init, the start the Jarzynski variant needs; every variant shares it), Adam 1e-3,
 unadjusted Langevin h = 0.01 in R², 5 steps per iteration, N = 1000 particles,
 batches of 500 from n = 4000, 3000 iterations, random restarts with p = 0.05.
 
@@ -18,5 +20,6 @@ def get_config():
     config.data.mixture_means = [[-2.5, -2.5], [2.5, -2.5], [-2.5, 2.5], [2.5, 2.5]]
     config.data.mixture_weights = [0.1, 0.2, 0.3, 0.4]
     config.data.mixture_std = 0.3
+    config.model.base_std = 3.0
     config.train.restart_prob = 0.05
     return config

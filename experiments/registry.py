@@ -18,8 +18,12 @@ import optax
 
 from ebmdual import objectives, samplers
 from ebmdual.energies import MLPEnergy, ShallowEnergy, as_energy
+from ebmdual.flow_mcmc import flow_mcmc
+from ebmdual.flows import coupling_flow
+from ebmdual.jarzynski import jarzynski
 from ebmdual.optim import freeze_features, restart_period_scaling, wfr
-from ebmdual.train import RestartPolicy, Trainer, make_mesh, make_trainer, sphere_noise
+from ebmdual.train import (RestartPolicy, Trainer, make_mesh, make_trainer, scaled_normal_noise,
+                           sphere_noise)
 
 # ----------------------------------------------------------------------------- energies
 # name -> (config) -> flax module
@@ -32,7 +36,8 @@ def _shallow(config):
 
 
 def _mlp(config):
-    return MLPEnergy(hidden_sizes=tuple(config.model.hidden_sizes))
+    return MLPEnergy(hidden_sizes=tuple(config.model.hidden_sizes),
+                     base_std=config.model.base_std)
 
 
 ENERGIES: dict[str, Callable] = {"shallow": _shallow, "mlp": _mlp}
@@ -61,9 +66,30 @@ def _hmc(config, energy_fn, manifold):
     return samplers.hmc(energy_fn, config.sampler.num_steps, config.sampler.num_integration_steps)
 
 
-SAMPLERS: dict[str, Callable] = {"ula": _ula, "mala": _mala, "hmc": _hmc}
+def _jarzynski(config, energy_fn, manifold):
+    del manifold
+    s = config.sampler
+    return jarzynski(energy_fn, s.num_steps, ess_threshold=s.ess_threshold)
+
+
+def _flow_mcmc(config, energy_fn, manifold):
+    del manifold
+    s = config.sampler
+    flow = coupling_flow(config.data.dim, s.flow_kind, num_layers=s.flow_layers,
+                         hidden_size=s.flow_hidden, num_bins=s.flow_bins, bound=s.flow_bound)
+    return flow_mcmc(energy_fn, flow, optax.adam(s.flow_learning_rate), num_cycles=s.num_steps,
+                     global_move=s.global_move, num_proposals=s.num_proposals,
+                     local_steps=s.local_steps, target_acceptance=s.target_acceptance,
+                     adaptation_rate=s.adaptation_rate, flow_steps=s.flow_steps,
+                     reverse_kl_weight=s.flow_reverse_kl)
+
+
+SAMPLERS: dict[str, Callable] = {"ula": _ula, "mala": _mala, "hmc": _hmc,
+                                 "jarzynski": _jarzynski, "flow_mcmc": _flow_mcmc}
 SPHERE_SAMPLERS = ("ula",)       # samplers that keep particles on the sphere
 ANTITHETIC_SAMPLERS = ("ula",)   # samplers that can draw antithetic noise
+ADAPTIVE_SAMPLERS = ("mala", "flow_mcmc")  # samplers whose MALA step adapts (target_acceptance)
+VECTOR_SAMPLERS = ("flow_mcmc",)  # samplers of (N, d) particles only (the flow is on R^d)
 
 # ----------------------------------------------------------------------------- optimizers
 # name -> (config) -> optax GradientTransformation with injected learning rates
@@ -182,7 +208,8 @@ def build_trainer(config, dataset, num_devices: int | None = None,
                             schedule=config.train.restart_schedule,
                             target=config.train.restart_to,
                             antithetic=config.sampler.antithetic,
-                            noise=sphere_noise if manifold == "sphere" else None,
+                            noise=(sphere_noise if manifold == "sphere"
+                                   else scaled_normal_noise(config.train.restart_noise_std)),
                             decay=config.train.restart_decay,
                             decay_steps=config.train.num_steps)
     streamed = bool(config.data.get("streamed", False))

@@ -16,11 +16,14 @@ import numpy as np
 
 from ebmdual.data import DATASET_NAMES
 from ebmdual.data.synthetic import PUBLISHED_TEACHERS, TEACHER_KINDS
+from ebmdual.flow_mcmc import GLOBAL_MOVES
+from ebmdual.flows import FLOW_KINDS
 from ebmdual.train import RESTART_SCHEDULES, RESTART_TARGETS
-from experiments.registry import (ANTITHETIC_SAMPLERS, ENERGIES, LR_SCALED_OPTIMIZERS,
-                                  LR_SCALINGS, OBJECTIVES, OPTIMIZERS,
+from experiments.registry import (ADAPTIVE_SAMPLERS, ANTITHETIC_SAMPLERS, ENERGIES,
+                                  LR_SCALED_OPTIMIZERS, LR_SCALINGS, OBJECTIVES, OPTIMIZERS,
                                   PARTICLE_OBJECTIVES, REGIMES, SAMPLERS, SHALLOW_OPTIMIZERS,
-                                  SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS)
+                                  SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS,
+                                  VECTOR_SAMPLERS)
 
 SPHERE_DATASETS = ("teacher",)
 TOY_DATASETS = ("eight_gaussians", "rings", "checkerboard")
@@ -129,6 +132,8 @@ def _problems(config, num_devices: int):
         sizes = list(model.hidden_sizes)
         yield need(len(sizes) >= 1 and all(isinstance(s, int) and s >= 1 for s in sizes),
                    "model.hidden_sizes", tuple(sizes), "a non-empty list of integers >= 1")
+        yield need(model.base_std is None or (number(model.base_std) and model.base_std > 0),
+                   "model.base_std", model.base_std, "None (no Gaussian base) or a number > 0")
     yield one_of("model.regime", model.regime, REGIMES)
 
     yield one_of("optim.name", optim.name, tuple(OPTIMIZERS))
@@ -173,8 +178,30 @@ def _problems(config, num_devices: int):
     yield need(target is None or (isinstance(target, float) and 0 < target < 1),
                "sampler.target_acceptance", target, "None (no adaptation) or a value in (0, 1)")
     if target is not None:
-        yield need(sampler.name == "mala", "sampler.target_acceptance", target,
-                   f"None for sampler.name={sampler.name!r} (step-size adaptation is MALA's)")
+        yield need(sampler.name in ADAPTIVE_SAMPLERS, "sampler.target_acceptance", target,
+                   f"None for sampler.name={sampler.name!r} (step-size adaptation is for "
+                   f"{', '.join(ADAPTIVE_SAMPLERS)})")
+    if sampler.name in VECTOR_SAMPLERS:
+        yield need(data.name != "mnist", "sampler.name", sampler.name,
+                   "a sampler of images for data.name='mnist' (the flow is on (N, d) vectors)")
+    if sampler.name == "jarzynski":
+        yield need(number(sampler.ess_threshold) and 0 <= sampler.ess_threshold <= 1,
+                   "sampler.ess_threshold", sampler.ess_threshold, "a fraction in [0, 1]")
+    if sampler.name == "flow_mcmc":
+        yield one_of("sampler.global_move", sampler.global_move, GLOBAL_MOVES)
+        yield count("sampler.num_proposals", sampler.num_proposals)
+        yield count("sampler.local_steps", sampler.local_steps, minimum=0)
+        yield one_of("sampler.flow_kind", sampler.flow_kind, FLOW_KINDS)
+        yield count("sampler.flow_layers", sampler.flow_layers)
+        yield count("sampler.flow_hidden", sampler.flow_hidden)
+        yield count("sampler.flow_bins", sampler.flow_bins, minimum=2)
+        yield positive("sampler.flow_bound", sampler.flow_bound)
+        yield positive("sampler.flow_learning_rate", sampler.flow_learning_rate)
+        yield count("sampler.flow_steps", sampler.flow_steps, minimum=0)
+        yield need(number(sampler.flow_reverse_kl) and sampler.flow_reverse_kl >= 0,
+                   "sampler.flow_reverse_kl", sampler.flow_reverse_kl, "a number >= 0")
+        yield need(data.dim >= 2, "data.dim", data.dim, "at least 2 for sampler.name="
+                   "'flow_mcmc' (coupling flows split the coordinates in two)")
     yield positive("sampler.adaptation_rate", sampler.adaptation_rate)
     if train.loss not in PARTICLE_OBJECTIVES:
         yield need(sampler.temperature == 1, "sampler.temperature", sampler.temperature,
@@ -188,6 +215,7 @@ def _problems(config, num_devices: int):
                "a factor in (0, 1]: p decays to restart_prob × restart_decay (1: constant)")
     yield one_of("train.restart_schedule", train.restart_schedule, RESTART_SCHEDULES)
     yield one_of("train.restart_to", train.restart_to, RESTART_TARGETS)
+    yield positive("train.restart_noise_std", train.restart_noise_std)
     yield count("train.num_steps", train.num_steps)
     yield count("train.log_every", train.log_every)
     yield count("train.eval_every", train.eval_every)

@@ -1,0 +1,172 @@
+"""Flow-MCMC with an adaptive normalizing flow (Gabrié, Rotskoff, Vanden-Eijnden, PNAS 2022;
+for EBM training: Grenioux, Moulines, Gabrié, arXiv 2306.00684).
+
+    flow = ebmdual.flows.coupling_flow(dim=2, kind="spline")
+    sampler = flow_mcmc(energy_fn, flow, optax.adam(1e-3), num_cycles=1, local_steps=1,
+                        target_acceptance=0.6)
+
+Each train step runs `num_cycles` cycles of
+1. a global move with the flow q_φ as an independent proposal, either
+   * 'imh', independent Metropolis–Hastings: propose Y ~ q_φ, accept with
+     probability min(1, π(Y) q_φ(X) / (π(X) q_φ(Y))), π = exp(−E_θ/T); or
+   * 'isir', iterated sampling–importance resampling with M candidates: the
+     current state and M − 1 fresh draws of q_φ, one chosen with probability
+     ∝ π/q_φ (M = 1 never moves; M = 2 is IMH with Barker's acceptance);
+   and then
+2. `local_steps` MALA transitions (BlackJAX, through `ebmdual.samplers.mala`),
+   whose step size adapts toward `target_acceptance` (None: fixed h).
+After the cycles the flow takes `flow_steps` optax steps on
+    L(φ) = −mean_i log q_φ(X_i) + λ · mean_j [log q_φ(Y_j) + E_θ(Y_j)/T],  Y_j ~ q_φ,
+the forward KL to the chains (maximum likelihood on their current states) plus
+λ = `reverse_kl_weight` times the reverse KL to π (reparametrised, up to log Z).
+The flow follows p_θ as θ changes, so the global moves keep carrying walkers across
+energy barriers that local moves never cross.
+
+State (replicated; no leaf has a particle axis): {'flow': φ, 'flow_opt': optax
+state, 'local': MALA state (the adapted log step scale, or ())}. It is a field of
+the train state, so the flow is checkpointed and sharded with the run.
+Metrics (`SamplerInfo.extra`): global_acceptance (fraction of chains that moved in
+the global step), local_acceptance (MALA), flow_loss (forward-KL part, nats), and
+adapted_step_size when adapting. `acceptance_rate` is the global one.
+
+Particles: (N, d) arrays, d = flow.dim. The global moves are written here,
+vectorised over chains (one batched flow call per cycle): BlackJAX's `irmh` works
+one chain at a time and has no i-SIR; the local moves are BlackJAX's MALA.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebmdual.flows import Flow
+from ebmdual.losses import batched_energies
+from ebmdual.samplers import Sampler, SamplerInfo, mala
+
+__all__ = ["flow_mcmc", "independent_mh", "iterated_sir", "GLOBAL_MOVES"]
+
+GLOBAL_MOVES = ("imh", "isir")
+
+
+def independent_mh(key, x, log_target_x, log_q_x, proposal, log_target_y, log_q_y):
+    """One independent Metropolis–Hastings step per chain, vectorised.
+
+    x, proposal: (N, d); the log-densities are (N,). Accept Y with probability
+    min(1, exp(log π(Y) − log π(X) + log q(X) − log q(Y))).
+    Returns (x, log π(x), log q(x), accepted (N,) bool).
+    """
+    log_ratio = log_target_y - log_target_x + log_q_x - log_q_y
+    accept = jnp.log(jax.random.uniform(key, log_ratio.shape)) < log_ratio
+    pick = lambda a, b: jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), b, a)
+    return (pick(x, proposal), pick(log_target_x, log_target_y), pick(log_q_x, log_q_y), accept)
+
+
+def iterated_sir(key, x, log_target_x, log_q_x, proposals, log_target_y, log_q_y):
+    """One i-SIR step per chain with M candidates: the current state and M − 1 proposals.
+
+    proposals: (N, M − 1, d) with log-densities (N, M − 1). Candidate j is chosen with
+    probability ∝ π(y_j)/q(y_j). Returns (x, log π(x), log q(x), moved (N,) bool).
+    """
+    candidates = jnp.concatenate([x[:, None], proposals], axis=1)
+    log_target = jnp.concatenate([log_target_x[:, None], log_target_y], axis=1)
+    log_q = jnp.concatenate([log_q_x[:, None], log_q_y], axis=1)
+    choice = jax.random.categorical(key, log_target - log_q, axis=1)
+    take = lambda a: jnp.take_along_axis(a, choice.reshape((-1,) + (1,) * (a.ndim - 1)),
+                                         axis=1)[:, 0]
+    return take(candidates), take(log_target), take(log_q), choice > 0
+
+
+def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformation, *,
+              num_cycles: int = 1, global_move: str = "imh", num_proposals: int = 2,
+              local_steps: int = 1, target_acceptance: float | None = 0.6,
+              adaptation_rate: float = 0.05, flow_steps: int = 1,
+              reverse_kl_weight: float = 0.0, reverse_kl_samples: int = 256) -> Sampler:
+    """The flow-MCMC sampler: global flow moves interleaved with local MALA, flow trained
+    on the chains after every train step. See the module docstring."""
+    if global_move not in GLOBAL_MOVES:
+        raise ValueError(f"global_move={global_move!r}: expected one of {GLOBAL_MOVES}")
+    if global_move == "isir" and num_proposals < 1:
+        raise ValueError(f"num_proposals={num_proposals}: i-SIR needs M >= 1 candidates")
+    if num_cycles < 1 or local_steps < 0 or flow_steps < 0:
+        raise ValueError(f"num_cycles={num_cycles}, local_steps={local_steps}, "
+                         f"flow_steps={flow_steps}: expected >= 1, >= 0, >= 0")
+    local = mala(energy_fn, max(local_steps, 1), target_acceptance, adaptation_rate)
+    draws = 1 if global_move == "imh" else num_proposals - 1
+
+    def log_target(params, x, temperature):
+        return -batched_energies(energy_fn, params, x) / temperature
+
+    def init(key, params, particles):
+        del params
+        if particles.ndim != 2 or particles.shape[1] != flow.dim:
+            raise ValueError(f"flow_mcmc moves (N, {flow.dim}) particles, got "
+                             f"{particles.shape}")
+        flow_params = flow.init(key)
+        return {"flow": flow_params, "flow_opt": flow_optimizer.init(flow_params),
+                "local": local.init(key, None, particles)}
+
+    def global_step(key, params, flow_params, x, temperature):
+        n = x.shape[0]
+        log_target_x = log_target(params, x, temperature)
+        log_q_x = flow.log_prob(flow_params, x)
+        if draws == 0:  # i-SIR with M = 1: the only candidate is the current state
+            return x, jnp.zeros((n,), bool)
+        draw_key, choose_key = jax.random.split(key)
+        y, log_q_y = flow.sample_and_log_prob(flow_params, draw_key, n * draws)
+        log_target_y = log_target(params, y, temperature)
+        if global_move == "imh":
+            x, _, _, moved = independent_mh(choose_key, x, log_target_x, log_q_x, y,
+                                            log_target_y, log_q_y)
+        else:
+            x, _, _, moved = iterated_sir(
+                choose_key, x, log_target_x, log_q_x, y.reshape(n, draws, -1),
+                log_target_y.reshape(n, draws), log_q_y.reshape(n, draws))
+        return x, moved
+
+    def flow_loss(flow_params, params, x, key, temperature):
+        forward = -jnp.mean(flow.log_prob(flow_params, jax.lax.stop_gradient(x)))
+        if reverse_kl_weight == 0.0:
+            return forward, forward
+        y, log_q_y = flow.sample_and_log_prob(flow_params, key, reverse_kl_samples)
+        reverse = jnp.mean(log_q_y - log_target(jax.lax.stop_gradient(params), y, temperature))
+        return forward + reverse_kl_weight * reverse, forward
+
+    def step(key, params, particles, state, hparams):
+        temperature = hparams["temperature"]
+        cycle_keys = jax.random.split(key, num_cycles + 1)
+
+        def cycle(carry, cycle_key):
+            x, local_state = carry
+            global_key, local_key = jax.random.split(cycle_key)
+            x, moved = global_step(global_key, params, state["flow"], x, temperature)
+            local_acceptance = jnp.ones((), jnp.float32)
+            if local_steps:
+                x, local_state, info = local.step(local_key, params, x, local_state, hparams)
+                local_acceptance = info.acceptance_rate
+            return (x, local_state), (jnp.mean(moved.astype(jnp.float32)), local_acceptance)
+
+        (particles, local_state), (moved, local_acceptance) = jax.lax.scan(
+            cycle, (particles, state["local"]), cycle_keys[:-1])
+
+        def flow_update(carry, update_key):
+            flow_params, opt_state = carry
+            (_, forward), grads = jax.value_and_grad(flow_loss, has_aux=True)(
+                flow_params, params, particles, update_key, temperature)
+            updates, opt_state = flow_optimizer.update(grads, opt_state, flow_params)
+            return (optax.apply_updates(flow_params, updates), opt_state), forward
+
+        (flow_params, flow_opt), losses = jax.lax.scan(
+            flow_update, (state["flow"], state["flow_opt"]),
+            jax.random.split(cycle_keys[-1], flow_steps))
+        global_acceptance = jnp.mean(moved)
+        extra = {"global_acceptance": global_acceptance,
+                 "local_acceptance": jnp.mean(local_acceptance),
+                 "flow_loss": losses[-1] if flow_steps else jnp.float32(jnp.nan)}
+        if target_acceptance is not None and local_steps:
+            extra["adapted_step_size"] = (hparams["particle_step_size"]
+                                          * jnp.exp(local_state["log_step_scale"]))
+        new_state = {"flow": flow_params, "flow_opt": flow_opt, "local": local_state}
+        return particles, new_state, SamplerInfo(acceptance_rate=global_acceptance, extra=extra)
+
+    return Sampler(init=init, step=step)
