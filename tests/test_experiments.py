@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from ebmdual.checkpoint import Checkpointer
-from experiments import (mixture2d, mixture4, sphere3d, sphere3d_monomodal, teacher,
-                         teacher_study)
+from experiments import (mixture2d, mixture4, mixture4_flow, mixture4_jarzynski, sphere3d,
+                         sphere3d_monomodal, teacher, teacher_study)
 from experiments.harness import Diverged, WorkdirError, train_and_evaluate
 from experiments.validation import ConfigError, validate_config
 
@@ -74,7 +74,8 @@ def final_state(workdir, config):
 
 
 @pytest.mark.parametrize("module", [teacher, sphere3d, mixture2d, sphere3d_monomodal,
-                                    teacher_study, mixture4], ids=lambda m: m.__name__)
+                                    teacher_study, mixture4, mixture4_flow, mixture4_jarzynski],
+                         ids=lambda m: m.__name__)
 def test_every_config_runs_end_to_end(module, tmp_path):
     config = tiny(module.get_config())
     summary = run(config, tmp_path / "run")
@@ -87,7 +88,8 @@ def test_every_config_runs_end_to_end(module, tmp_path):
         assert (tmp_path / "run" / "samples.png").exists()
     # 40 steps already lower the task's main metric: a sign error in the update, a wrong
     # temperature or a broken evaluation would not.
-    metric = "test_nll" if module in (mixture2d, mixture4) else "kl"
+    metric = "test_nll" if module in (mixture2d, mixture4, mixture4_flow,
+                                      mixture4_jarzynski) else "kl"
     assert final[metric] < summary["initial"][metric], (summary["initial"], final)
 
 
