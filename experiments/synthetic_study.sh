@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every grid of docs/results/synthetic.md, in the order of the report. Each line is one
+# Every grid of docs/results/synthetic.md and mode_weights.md, in the order of the reports. Each line is one
 # `python -m experiments.sweep` command whose workdir holds table.md, results.csv and the
 # plots; rerunning a finished grid only rewrites its reports. Wall times on 2 CPU cores
 # are in the report. Usage: bash experiments/synthetic_study.sh [name ...] (default: all).
@@ -21,11 +21,15 @@ declare -A GRIDS=(
   [study-particle-step]="--config=experiments/teacher_study.py --config.train.restart_prob=0 --sweep=sampler.step_size=0.002,0.0063,0.02,0.063,0.2 --seeds=5"
   [study-regime]="--config=experiments/teacher_study.py --config.data.teacher=random --sweep=data.dim=15,25,50,100 --sweep=data.num_train=1000,4000 --sweep=model.regime=active,lazy --seeds=5"
   [study-best-p]="--config=experiments/teacher_study.py --config.data.teacher=random --sweep=data.dim=15,50 --sweep=data.num_train=1000,4000 --sweep=train.restart_prob=0,0.01,0.1,1 --sweep=train.restart_decay=1,0.01 --seeds=5"
-  [mixture4]="--config=experiments/mixture4.py --sweep=train.restart_prob=0,0.05,1 --seeds=5"
+  [mixture4]="--config=experiments/mixture4.py --sweep=train.restart_prob=0,0.05,0.3,1 --seeds=5"
   [mixture4-sm]="--config=experiments/mixture4.py --sweep=train.loss=sm --seeds=5"
+  # 3. Samplers that get the mode weights right (docs/results/mode_weights.md)
+  [mixture4-flow]="--config=experiments/mixture4_flow.py --sweep=train.restart_prob=0 --seeds=5"
+  [mixture4-jarzynski]="--config=experiments/mixture4_jarzynski.py --sweep=train.restart_prob=0 --seeds=5"
 )
 ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps teacher teacher-lr teacher-n1e5 study-p study-neuron-step
-       study-particle-step study-regime study-best-p mixture4 mixture4-sm)
+       study-particle-step study-regime study-best-p mixture4 mixture4-sm mixture4-flow
+       mixture4-jarzynski)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -n "${GRIDS[$name]:-}" ]] || { echo "unknown grid $name; one of: ${ORDER[*]}" >&2; exit 2; }
   echo "=== $name"
