@@ -145,6 +145,9 @@ def make_evaluator(config, dataset, energy_fn):
             weights = np.asarray(dataset.mixture.weights, np.float64)
             out.update({f"target_mode_weight_{k}": w
                         for k, w in enumerate(weights / weights.sum())})
+            if dim == 2:  # the largest error of the learned mode weights
+                out["mode_mass_max_error"] = float(np.max(np.abs(
+                    np.asarray(masses, np.float64) - weights / weights.sum())))
         if dataset.mixture is not None and particles is not None:
             weights = evaluation.mode_weights_from_samples(particles, dataset.mixture)
             out.update({f"particle_mode_weight_{k}": w for k, w in enumerate(np.asarray(weights))})
