@@ -140,13 +140,14 @@ def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformatio
             x, local_state = carry
             global_key, local_key = jax.random.split(cycle_key)
             x, moved = global_step(global_key, params, state["flow"], x, temperature)
-            local_acceptance = jnp.ones((), jnp.float32)
+            local_acceptance, local_extra = jnp.ones((), jnp.float32), {}
             if local_steps:
                 x, local_state, info = local.step(local_key, params, x, local_state, hparams)
-                local_acceptance = info.acceptance_rate
-            return (x, local_state), (jnp.mean(moved.astype(jnp.float32)), local_acceptance)
+                local_acceptance, local_extra = info.acceptance_rate, info.extra or {}
+            return (x, local_state), (jnp.mean(moved.astype(jnp.float32)), local_acceptance,
+                                      local_extra)
 
-        (particles, local_state), (moved, local_acceptance) = jax.lax.scan(
+        (particles, local_state), (moved, local_acceptance, local_extra) = jax.lax.scan(
             cycle, (particles, state["local"]), cycle_keys[:-1])
 
         def flow_update(carry, update_key):
@@ -162,10 +163,8 @@ def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformatio
         global_acceptance = jnp.mean(moved)
         extra = {"global_acceptance": global_acceptance,
                  "local_acceptance": jnp.mean(local_acceptance),
-                 "flow_loss": losses[-1] if flow_steps else jnp.float32(jnp.nan)}
-        if target_acceptance is not None and local_steps:
-            extra["adapted_step_size"] = (hparams["particle_step_size"]
-                                          * jnp.exp(local_state["log_step_scale"]))
+                 "flow_loss": losses[-1] if flow_steps else jnp.float32(jnp.nan),
+                 **{k: v[-1] for k, v in local_extra.items()}}  # MALA's, after the last cycle
         new_state = {"flow": flow_params, "flow_opt": flow_opt, "local": local_state}
         return particles, new_state, SamplerInfo(acceptance_rate=global_acceptance, extra=extra)
 

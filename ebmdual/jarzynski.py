@@ -59,8 +59,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ebmdual.samplers import (Sampler, SamplerInfo, floating_part, gaussian_noise,
-                              leading_size, merge_floating)
+from ebmdual.samplers import (Sampler, SamplerInfo, energies_and_gradients, floating_part,
+                              gaussian_noise, leading_size, merge_floating)
 
 __all__ = ["jarzynski", "systematic_resampling", "effective_sample_size"]
 
@@ -80,15 +80,6 @@ def systematic_resampling(key, log_weight: jax.Array) -> jax.Array:
     return jnp.minimum(jnp.searchsorted(cumulative, points, side="right"), n - 1)
 
 
-def _energies_and_gradients(energy_fn, params, particles):
-    """E_θ and ∇ₓE_θ at each particle: ((N,), pytree like floating_part(particles))."""
-
-    def one(moving, whole):
-        return jax.value_and_grad(lambda m: energy_fn(params, merge_floating(m, whole)))(moving)
-
-    return jax.vmap(one)(floating_part(particles), particles)
-
-
 def _squared_norms(tree) -> jax.Array:
     """Σ over the non-particle axes and leaves of x²: (N,)."""
     leaves = [leaf for leaf in jax.tree.leaves(tree) if leaf is not None]
@@ -106,12 +97,10 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5) -> Samp
         raise ValueError(f"num_steps={num_steps}: expected >= 1")
 
     def init(key, params, particles):
-        del key
-        energies, _ = _energies_and_gradients(energy_fn, params, particles)
+        del key, params
         n = leading_size(particles)
-        # T is not known here: the first step's switch term is skipped (fresh), so the
-        # stored energy is only a placeholder of the right shape.
-        return {"log_weight": jnp.zeros((n,), jnp.float32), "energy": energies,
+        # every walker is fresh: the first step has no switch term, so no energy is needed yet
+        return {"log_weight": jnp.zeros((n,), jnp.float32), "energy": jnp.zeros((n,), jnp.float32),
                 "fresh": jnp.ones((n,), bool)}
 
     def restart(state, mask):
@@ -123,7 +112,7 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5) -> Samp
         h, temperature = hparams["particle_step_size"], hparams["temperature"]
         resample_key, move_key = jax.random.split(key)
         n = leading_size(particles)
-        energies, gradients = _energies_and_gradients(energy_fn, params, particles)
+        energies, gradients = energies_and_gradients(energy_fn, params, particles)
         u = energies / temperature
         log_weight = state["log_weight"] + jnp.where(state["fresh"], 0.0, state["energy"] - u)
 
@@ -142,7 +131,7 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5) -> Samp
             y_moving = jax.tree.map(lambda a, g, xi: a - h * g + scale * xi,
                                     floating_part(x), grad_x, noise)
             y = merge_floating(y_moving, x)
-            energy_y, grad_y = _energies_and_gradients(energy_fn, params, y)
+            energy_y, grad_y = energies_and_gradients(energy_fn, params, y)
             # α(x, y) = U(x) + ‖y − x + h∇E(x)‖²/(4hT) = U(x) + ‖ξ‖²/2
             forward = energy_x / temperature + 0.5 * _squared_norms(noise)
             backward = energy_y / temperature + _squared_norms(jax.tree.map(

@@ -68,7 +68,8 @@ from ebmdual.energies import project_to_sphere
 
 __all__ = [
     "Sampler", "SamplerInfo", "ula", "projected_langevin", "mala", "hmc",
-    "langevin_step", "gaussian_noise", "energy_gradients", "leading_size",
+    "langevin_step", "gaussian_noise", "energy_gradients", "energies_and_gradients",
+    "leading_size",
     "floating_part", "merge_floating",
 ]
 
@@ -144,13 +145,24 @@ def gaussian_noise(key: jax.Array, particles, antithetic: bool):
     return jax.tree.map(draw, leaf_keys(key, moving), moving)
 
 
+def _per_particle(transform, energy_fn, params, particles):
+    """`transform` (jax.grad or jax.value_and_grad) of x ↦ E_θ(x) in the floating leaves,
+    vmapped over particles."""
+
+    def one(moving, whole):
+        return transform(lambda m: energy_fn(params, merge_floating(m, whole)))(moving)
+
+    return jax.vmap(one)(floating_part(particles), particles)
+
+
 def energy_gradients(energy_fn, params, particles):
     """∇ₓE_θ at each particle, for the floating leaves: a pytree like `floating_part(particles)`."""
+    return _per_particle(jax.grad, energy_fn, params, particles)
 
-    def gradient(moving, whole):
-        return jax.grad(lambda m: energy_fn(params, merge_floating(m, whole)))(moving)
 
-    return jax.vmap(gradient)(floating_part(particles), particles)
+def energies_and_gradients(energy_fn, params, particles):
+    """(E_θ (N,), ∇ₓE_θ like `floating_part(particles)`) at each particle, in one pass."""
+    return _per_particle(jax.value_and_grad, energy_fn, params, particles)
 
 
 # ----------------------------------------------------------------------------- ULA

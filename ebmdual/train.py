@@ -180,19 +180,17 @@ def restart_mask(key, num_groups: int, restart_prob, step, schedule: str = "rand
     return jnp.broadcast_to(due, (num_groups,))
 
 
-def standard_normal_noise(key, particles):
-    """N(0, I) in every floating leaf of `particles`; other leaves (labels) kept."""
-    return merge_floating(gaussian_noise(key, particles, antithetic=False), particles)
-
-
 def scaled_normal_noise(std: float) -> Callable:
-    """noise(key, particles): N(0, std² I) in every floating leaf (std = 1: the default)."""
+    """noise(key, particles): N(0, std² I) in every floating leaf; other leaves (labels) kept."""
 
     def noise(key, particles):
         moving = gaussian_noise(key, particles, antithetic=False)
         return merge_floating(jax.tree.map(lambda xi: std * xi, moving), particles)
 
     return noise
+
+
+standard_normal_noise = scaled_normal_noise(1.0)  # the default restart noise, N(0, I)
 
 
 def sphere_noise(key, particles):
