@@ -20,6 +20,12 @@ A sampler is a `Sampler(init, step)` pair of pure functions:
   of `TrainState`, so it is checkpointed and sharded with it. Leaves named by
   `Sampler.particle_axes(state)` (a pytree of bools) carry a leading particle
   axis and are sharded like the particles; the others are replicated.
+* `Sampler.transition`, when given, is ONE transition with the signature of `step`, and
+  `step` (K = `Sampler.num_steps` transitions) equals K calls of it with the keys
+  `jax.random.split(key, K)`. The trainer's host loop (`ebmdual.train`,
+  `sampler_loop='host'`) dispatches those K jitted calls from Python instead of one
+  scanned `step`: on XLA CPU, convolutions run 2-3× slower inside a loop body than in
+  a jitted call of their own (docs/performance.md). ULA, MALA and HMC have one.
 * `Sampler.restart(state, mask)`, when given, is called by the train step with the
   (N,) bool mask of the particles it has just restarted, so that per-particle state
   (Jarzynski log-weights) follows the restart.
@@ -35,7 +41,10 @@ Kernels
 * `ula`: x ← x − h∇E(x) + √(2hT) ξ. Stationary law exp(−E/T) as h → 0.
   Optional antithetic noise: particle j and particle j + N/2 receive ξ and −ξ
   (the authors' scheme; with a shared start it cancels the odd moments of the
-  noise). Written here, not taken from BlackJAX: BlackJAX has no ULA kernel,
+  noise). Options for images, both recorded in the run's config: `grad_clamp` c
+  replaces ∇E by clip(∇E, −c, c) per coordinate (the per-pixel clamp of IGEBM/JEM
+  codes; the chain then no longer targets exp(−E/T) where it binds), and `clip` =
+  (low, high) clips the particles to the data range after each step (as `project`). Written here, not taken from BlackJAX: BlackJAX has no ULA kernel,
   and its SGLD diffusion draws its own noise, so neither antithetic pairs nor a
   projection can be expressed through it.
 * `projected_langevin`: ULA followed by x ← x/‖x‖: Langevin on S^{d−1}, whose
@@ -93,12 +102,17 @@ class Sampler(NamedTuple):
     state leaves with a leading particle axis (sharded like the particles); None: none.
     restart(state, mask) -> state, with mask (N,) bool the particles the train step has
     just restarted (before `step`): for per-particle state that a restart invalidates
-    (Jarzynski log-weights); None: the state does not depend on where particles are."""
+    (Jarzynski log-weights); None: the state does not depend on where particles are.
+    transition: one transition, same signature as `step`, with `step` = `num_steps`
+    calls of it on the keys split(key, num_steps) (see the module docstring); None:
+    the sampler only runs as a whole `step`."""
 
     init: Callable
     step: Callable
     particle_axes: Callable | None = None
     restart: Callable | None = None
+    transition: Callable | None = None
+    num_steps: int = 1
 
 
 # ----------------------------------------------------------------------------- pytree particles
@@ -168,10 +182,16 @@ def energies_and_gradients(energy_fn, params, particles):
 # ----------------------------------------------------------------------------- ULA
 
 def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
-                  antithetic: bool = False, project: Callable | None = None):
-    """One ULA step x ← x − h∇E(x) + √(2hT) ξ, then x ← project(x) if given. Pytree -> pytree."""
+                  antithetic: bool = False, project: Callable | None = None,
+                  grad_clamp: float | None = None):
+    """One ULA step x ← x − h·g(x) + √(2hT) ξ, then x ← project(x) if given. Pytree -> pytree.
+
+    g = ∇E, or clip(∇E, −grad_clamp, grad_clamp) per coordinate when grad_clamp is set.
+    """
     noise = gaussian_noise(key, particles, antithetic)
     drift = energy_gradients(energy_fn, params, particles)
+    if grad_clamp is not None:
+        drift = jax.tree.map(lambda g: jnp.clip(g, -grad_clamp, grad_clamp), drift)
     scale = jnp.sqrt(2.0 * step_size * temperature)
     moved = jax.tree.map(lambda x, g, xi: x - step_size * g + scale * xi,
                          floating_part(particles), drift, noise)
@@ -180,31 +200,51 @@ def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
     return merge_floating(moved, particles)
 
 
-def _stateless(sample) -> Sampler:
-    """A Sampler with empty state around sample(key, params, particles, h, T) -> (particles, info)."""
+def repeat_transition(transition: Callable, num_steps: int) -> Callable:
+    """step(key, params, particles, state, hparams): `num_steps` transitions scanned on the
+    keys split(key, num_steps); info.acceptance_rate is their mean, info.extra the last's."""
 
     def step(key, params, particles, state, hparams):
-        particles, info = sample(key, params, particles, hparams["particle_step_size"],
-                                 hparams["temperature"])
-        return particles, state, info
+        def body(carry, step_key):
+            particles, state = carry
+            particles, state, info = transition(step_key, params, particles, state, hparams)
+            return (particles, state), info
 
-    return Sampler(init=lambda key, params, particles: (), step=step)
+        (particles, state), infos = jax.lax.scan(body, (particles, state),
+                                                 jax.random.split(key, num_steps))
+        last = jax.tree.map(lambda leaf: leaf[-1], infos.extra)
+        return particles, state, SamplerInfo(jnp.mean(infos.acceptance_rate), extra=last)
+
+    return step
+
+
+def _no_state(key, params, particles):
+    del key, params, particles
+    return ()
 
 
 def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
-        project: Callable | None = None) -> Sampler:
-    """K = `num_steps` unadjusted Langevin steps on every particle (projected if `project`)."""
+        project: Callable | None = None, grad_clamp: float | None = None,
+        clip: tuple[float, float] | None = None) -> Sampler:
+    """K = `num_steps` unadjusted Langevin steps on every particle (projected if `project`).
 
-    def sample(key, params, particles, step_size, temperature):
-        def body(x, step_key):
-            x = langevin_step(step_key, energy_fn, params, x, step_size, temperature,
-                              antithetic=antithetic, project=project)
-            return x, None
+    grad_clamp: per-coordinate clamp of ∇E. clip: (low, high), particles clipped to this
+    range after each step (a `project`; not with `project` too).
+    """
+    if clip is not None:
+        if project is not None:
+            raise ValueError("ula: give `clip` or `project`, not both")
+        low, high = clip
+        project = lambda x: jnp.clip(x, low, high)  # noqa: E731
 
-        particles, _ = jax.lax.scan(body, particles, jax.random.split(key, num_steps))
-        return particles, SamplerInfo(acceptance_rate=jnp.ones((), jnp.float32))
+    def transition(key, params, particles, state, hparams):
+        particles = langevin_step(key, energy_fn, params, particles,
+                                  hparams["particle_step_size"], hparams["temperature"],
+                                  antithetic=antithetic, project=project, grad_clamp=grad_clamp)
+        return particles, state, SamplerInfo(acceptance_rate=jnp.ones((), jnp.float32))
 
-    return _stateless(sample)
+    return Sampler(init=_no_state, step=repeat_transition(transition, num_steps),
+                   transition=transition, num_steps=num_steps)
 
 
 def projected_langevin(energy_fn, num_steps: int = 1, antithetic: bool = False) -> Sampler:
@@ -214,9 +254,10 @@ def projected_langevin(energy_fn, num_steps: int = 1, antithetic: bool = False) 
 
 # ----------------------------------------------------------------------------- BlackJAX kernels
 
-def _blackjax_chain(key, energy_fn, params, particles, temperature, num_steps, init_one,
+def _blackjax_chain(keys, energy_fn, params, particles, temperature, init_one,
                     step_one, control, update_control):
-    """K transitions of a BlackJAX kernel, vmapped over particles, one key per particle.
+    """K transitions of a BlackJAX kernel, one per key of `keys` (K,), vmapped over
+    particles, one key per particle (split from the transition's key).
 
     The kernel moves each particle's floating part on log p = −E/T.
     init_one(position, logdensity_fn) -> kernel state; step_one(key, kernel_state,
@@ -239,8 +280,7 @@ def _blackjax_chain(key, energy_fn, params, particles, temperature, num_steps, i
         acceptance = jnp.mean(info.acceptance_rate)
         return (states, update_control(control, acceptance)), acceptance
 
-    (states, control), acceptance = jax.lax.scan(body, (states, control),
-                                                 jax.random.split(key, num_steps))
+    (states, control), acceptance = jax.lax.scan(body, (states, control), keys)
     return merge_floating(states.position, particles), control, acceptance
 
 
@@ -264,11 +304,11 @@ def mala(energy_fn, num_steps: int = 1, target_acceptance: float | None = None,
     def update_control(log_scale, acceptance):
         return log_scale + adaptation_rate * (acceptance - target_acceptance) if adapt else log_scale
 
-    def step(key, params, particles, state, hparams):
+    def run(keys, params, particles, state, hparams):
         h, temperature = hparams["particle_step_size"], hparams["temperature"]
         log_scale = state["log_step_scale"] if adapt else jnp.zeros((), jnp.float32)
         particles, log_scale, acceptance = _blackjax_chain(
-            key, energy_fn, params, particles, temperature, num_steps, blackjax.mala.init,
+            keys, energy_fn, params, particles, temperature, blackjax.mala.init,
             lambda k, s, logdensity, c: kernel(k, s, logdensity, h * jnp.exp(c) * temperature),
             log_scale, update_control)
         if not adapt:
@@ -277,24 +317,40 @@ def mala(energy_fn, num_steps: int = 1, target_acceptance: float | None = None,
         return particles, {"log_step_scale": log_scale}, SamplerInfo(jnp.mean(acceptance),
                                                                      extra=extra)
 
-    return Sampler(init=init, step=step)
+    return _chain_sampler(init, run, num_steps)
+
+
+def _chain_sampler(init, run, num_steps: int) -> Sampler:
+    """A Sampler around run(keys (K,), params, particles, state, hparams): `step` runs
+    `num_steps` transitions on split(key, K) in one chain (the kernel state cached
+    between them), `transition` one on key[None] (the kernel state rebuilt: one
+    extra gradient evaluation per transition, the same numbers)."""
+
+    def step(key, params, particles, state, hparams):
+        return run(jax.random.split(key, num_steps), params, particles, state, hparams)
+
+    def transition(key, params, particles, state, hparams):
+        return run(key[None], params, particles, state, hparams)
+
+    return Sampler(init=init, step=step, transition=transition, num_steps=num_steps)
 
 
 def hmc(energy_fn, num_steps: int = 1, num_integration_steps: int = 1) -> Sampler:
     """K HMC transitions (BlackJAX), leapfrog step ε = √(2hT), unit mass."""
     kernel = blackjax.hmc.build_kernel()
 
-    def sample(key, params, particles, step_size, temperature):
-        epsilon = jnp.sqrt(2.0 * step_size * temperature)
+    def run(keys, params, particles, state, hparams):
+        epsilon = jnp.sqrt(2.0 * hparams["particle_step_size"] * hparams["temperature"])
 
-        def step_one(k, state, logdensity, control):
+        def step_one(k, kernel_state, logdensity, control):
             del control
-            inverse_mass = jnp.ones(ravel_pytree(state.position)[0].shape, jnp.float32)
-            return kernel(k, state, logdensity, epsilon, inverse_mass, num_integration_steps)
+            inverse_mass = jnp.ones(ravel_pytree(kernel_state.position)[0].shape, jnp.float32)
+            return kernel(k, kernel_state, logdensity, epsilon, inverse_mass,
+                          num_integration_steps)
 
         particles, _, acceptance = _blackjax_chain(
-            key, energy_fn, params, particles, temperature, num_steps, blackjax.hmc.init,
+            keys, energy_fn, params, particles, hparams["temperature"], blackjax.hmc.init,
             step_one, jnp.zeros(()), lambda c, a: c)
-        return particles, SamplerInfo(acceptance_rate=jnp.mean(acceptance))
+        return particles, state, SamplerInfo(acceptance_rate=jnp.mean(acceptance))
 
-    return _stateless(sample)
+    return _chain_sampler(_no_state, run, num_steps)

@@ -69,7 +69,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from ebmdual import losses
 from ebmdual.energies import as_energy, project_to_sphere
 from ebmdual.optim import injected_hyperparams, learning_rates, set_hyperparams
-from ebmdual.samplers import Sampler, floating_part, gaussian_noise, leading_size, merge_floating
+from ebmdual.samplers import Sampler, SamplerInfo, floating_part, gaussian_noise, leading_size, merge_floating
 
 RESTART_SCHEDULES = ("random", "periodic")
 RESTART_TARGETS = ("data", "noise")
@@ -258,11 +258,148 @@ def _accepts_weights(objective) -> bool:
         return False
 
 
+class Moving(NamedTuple):
+    """What `begin` hands to the sampler and to `finish` within one train step.
+
+    particles: the particles that move this step (all N, or the B drawn from the buffer).
+    sampler_state: the sampler state restricted to them. index: (B,) int32 buffer rows of
+    the drawn particles, or None when all move. restarted: (B,) bool. restart_prob: p_t.
+    sample_key, loss_key: the keys of the sampler and of the objective.
+    """
+
+    particles: Any
+    sampler_state: Any
+    index: Any
+    restarted: jax.Array
+    restart_prob: jax.Array
+    sample_key: jax.Array
+    loss_key: jax.Array
+
+
+class StepParts(NamedTuple):
+    """A train step in three pieces: begin (draw from the buffer, restart), the sampler
+    (its `step`, or K calls of its `transition`), finish (write back, θ update).
+
+    begin(state, batch, key) -> Moving.
+    finish(state, batch, moving, particles, sampler_state, info) -> (state, metrics).
+    """
+
+    begin: Callable
+    finish: Callable
+
+
+def _particle_leaves(sampler: Sampler | None, sampler_state):
+    """A pytree of bools like `sampler_state`: True where a leaf has a particle axis."""
+    if sampler is None or sampler.particle_axes is None:
+        return jax.tree.map(lambda _: False, sampler_state)
+    return sampler.particle_axes(sampler_state)
+
+
+def gather_rows(tree, index, flags=None):
+    """tree[index] on the leading axis of each leaf (of the leaves flagged True)."""
+    flags = jax.tree.map(lambda _: True, tree) if flags is None else flags
+    return jax.tree.map(lambda leaf, f: leaf[index] if f else leaf, tree, flags)
+
+
+def scatter_rows(tree, index, rows, flags=None):
+    """tree with rows `index` of each (flagged) leaf replaced by `rows`; unflagged leaves
+    are taken from `rows` (sampler-wide state such as an adapted step size)."""
+    flags = jax.tree.map(lambda _: True, tree) if flags is None else flags
+    return jax.tree.map(lambda leaf, new, f: leaf.at[index].set(new) if f else new,
+                        tree, rows, flags)
+
+
+def make_step_parts(energy_fn, objective, optimizer: optax.GradientTransformation,
+                    sampler: Sampler | None = None,
+                    restart: RestartPolicy | None = None,
+                    gradient_scale: Callable | None = None,
+                    particles_per_step: int | None = None) -> StepParts:
+    """The pieces of `make_train_step` (see there), for the host loop that dispatches the
+    sampler's transitions one by one."""
+    restart = restart or RestartPolicy()
+    weighted_objective = _accepts_weights(objective)
+
+    def begin(state: TrainState, batch, key) -> Moving:
+        restart_key, sample_key, loss_key = jax.random.split(key, 3)
+        hp = state.hparams
+        restart_prob = hp.get("restart_prob", jnp.float32(0.0))
+        if sampler is None:
+            return Moving(None, state.sampler_state, None, jnp.zeros((0,), bool),
+                          restart_prob, sample_key, loss_key)
+        restart_prob = restart.prob_at(hp["restart_prob"], hp["restart_decay"], state.step)
+        particles, sampler_state, index = state.particles, state.sampler_state, None
+        num = leading_size(particles)
+        if particles_per_step is not None and particles_per_step < num:
+            # the replay buffer: B of the N particles, drawn without replacement
+            index = jax.random.permutation(jax.random.fold_in(restart_key, 1),
+                                           num)[:particles_per_step]
+            particles = gather_rows(particles, index)
+            sampler_state = gather_rows(sampler_state, index,
+                                        _particle_leaves(sampler, sampler_state))
+        particles, restarted = restart_particles(restart_key, particles, batch, restart_prob,
+                                                 state.step, restart)
+        if sampler.restart is not None:
+            sampler_state = sampler.restart(sampler_state, restarted)
+        return Moving(particles, sampler_state, index, restarted, restart_prob, sample_key,
+                      loss_key)
+
+    def finish(state: TrainState, batch, moving: Moving, particles, sampler_state,
+               info: SamplerInfo | None):
+        hp = state.hparams
+        metrics, weights = {}, None
+        if sampler is not None:
+            weights = info.weights
+            metrics.update(restart_fraction=jnp.mean(moving.restarted.astype(jnp.float32)),
+                           acceptance_rate=info.acceptance_rate,
+                           particle_step_size=hp["particle_step_size"],
+                           restart_prob=moving.restart_prob, **(info.extra or {}))
+        if weights is not None and not weighted_objective:
+            raise TypeError("the sampler hands per-particle weights, but the objective takes no "
+                            "`weights` argument")
+        extra_args = {"weights": weights} if weights is not None else {}
+        loss, grads = jax.value_and_grad(objective)(state.params, batch, particles,
+                                                    moving.loss_key, **extra_args)
+        scaled = grads
+        if gradient_scale is not None:
+            scale = gradient_scale(moving.restart_prob, hp.get("particle_step_size", 1.0))
+            scaled = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+            metrics["gradient_scale"] = scale
+        updates, opt_state = optimizer.update(scaled, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        rates = learning_rates(state.opt_state)
+        finite = jnp.isfinite(loss) & all_finite(params)
+        all_particles = particles
+        if sampler is not None:
+            finite = finite & all_finite(particles)
+            metrics["energy_gap"] = (
+                weighted_mean_energy(energy_fn, state.params, particles, weights)
+                - weighted_mean_energy(energy_fn, state.params, batch))
+            metrics.update({f"time_scale_ratio_{k}": v / hp["particle_step_size"]
+                            for k, v in rates.items()})
+            if moving.index is not None:
+                all_particles = scatter_rows(state.particles, moving.index, particles)
+                sampler_state = scatter_rows(state.sampler_state, moving.index, sampler_state,
+                                             _particle_leaves(sampler, state.sampler_state))
+        metrics.update(loss=loss, finite=finite, grad_norm=optax.tree.norm(grads),
+                       temperature=hp["temperature"], **rates)
+        new_state = state._replace(params=params, opt_state=opt_state, particles=all_particles,
+                                   sampler_state=sampler_state, step=state.step + 1)
+        return new_state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+
+    return StepParts(begin=begin, finish=finish)
+
+
 def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformation,
                     sampler: Sampler | None = None,
                     restart: RestartPolicy | None = None,
-                    gradient_scale: Callable | None = None) -> Callable:
+                    gradient_scale: Callable | None = None,
+                    particles_per_step: int | None = None) -> Callable:
     """train_step(state, batch, key) -> (state, metrics): restart, sampler step, θ update.
+
+    particles_per_step: B < N makes the N particles a replay buffer (IGEBM, JEM): each
+    step draws B of them without replacement, restarts and moves only those, and
+    writes them back (with the sampler-state leaves that have a particle axis); the
+    objective sees the B moved particles. None (or N): all N move, as without a buffer.
 
     gradient_scale(restart_prob_t, particle_step_size) -> scalar a, when given, multiplies
     the objective's gradient before the optimizer sees it (for SGD and WFR this is a
@@ -275,54 +412,17 @@ def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformatio
     particle_step_size, restart_prob, time_scale_ratio_* = learning rate / h, and the
     sampler's extra metrics.
     """
-    restart = restart or RestartPolicy()
-    weighted_objective = _accepts_weights(objective)
+    parts = make_step_parts(energy_fn, objective, optimizer, sampler, restart, gradient_scale,
+                            particles_per_step)
 
     def train_step(state: TrainState, batch, key):
-        restart_key, sample_key, loss_key = jax.random.split(key, 3)
-        hp = state.hparams
-        particles, sampler_state, metrics, weights = None, state.sampler_state, {}, None
-        restart_prob = hp.get("restart_prob", 0.0)
+        moving = parts.begin(state, batch, key)
+        particles, sampler_state, info = moving.particles, moving.sampler_state, None
         if sampler is not None:
-            restart_prob = restart.prob_at(hp["restart_prob"], hp["restart_decay"], state.step)
-            particles, restarted = restart_particles(restart_key, state.particles, batch,
-                                                     restart_prob, state.step, restart)
-            if sampler.restart is not None:
-                sampler_state = sampler.restart(sampler_state, restarted)
-            particles, sampler_state, info = sampler.step(sample_key, state.params, particles,
-                                                          sampler_state, hp)
-            weights = info.weights
-            metrics.update(restart_fraction=jnp.mean(restarted.astype(jnp.float32)),
-                           acceptance_rate=info.acceptance_rate,
-                           particle_step_size=hp["particle_step_size"],
-                           restart_prob=restart_prob, **(info.extra or {}))
-        if weights is not None and not weighted_objective:
-            raise TypeError("the sampler hands per-particle weights, but the objective takes no "
-                            "`weights` argument")
-        extra_args = {"weights": weights} if weights is not None else {}
-        loss, grads = jax.value_and_grad(objective)(state.params, batch, particles, loss_key,
-                                                    **extra_args)
-        scaled = grads
-        if gradient_scale is not None:
-            scale = gradient_scale(restart_prob, hp.get("particle_step_size", 1.0))
-            scaled = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-            metrics["gradient_scale"] = scale
-        updates, opt_state = optimizer.update(scaled, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        rates = learning_rates(state.opt_state)
-        finite = jnp.isfinite(loss) & all_finite(params)
-        if sampler is not None:
-            finite = finite & all_finite(particles)
-            metrics["energy_gap"] = (
-                weighted_mean_energy(energy_fn, state.params, particles, weights)
-                - weighted_mean_energy(energy_fn, state.params, batch))
-            metrics.update({f"time_scale_ratio_{k}": v / hp["particle_step_size"]
-                            for k, v in rates.items()})
-        metrics.update(loss=loss, finite=finite, grad_norm=optax.tree.norm(grads),
-                       temperature=hp["temperature"], **rates)
-        new_state = state._replace(params=params, opt_state=opt_state, particles=particles,
-                                   sampler_state=sampler_state, step=state.step + 1)
-        return new_state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+            particles, sampler_state, info = sampler.step(moving.sample_key, state.params,
+                                                          particles, sampler_state,
+                                                          state.hparams)
+        return parts.finish(state, batch, moving, particles, sampler_state, info)
 
     return train_step
 
@@ -339,6 +439,20 @@ def draw_batch(key, data, batch_size: int):
     return jax.tree.map(lambda leaf: leaf[index], data)
 
 
+SAMPLER_LOOPS = ("scan", "host")
+
+
+def step_batch(state, data, streamed: bool, batch_size: int, preprocess: Callable | None):
+    """(preprocessed batch, step key) of step `state.step`: from the key fold_in(state.key, t),
+    split into (batch key, step key); the batch is `data` itself when streamed, else drawn
+    from the resident set by `draw_batch`."""
+    batch_key, step_key = jax.random.split(jax.random.fold_in(state.key, state.step))
+    batch = data if streamed else draw_batch(batch_key, data, batch_size)
+    if preprocess is not None:
+        batch = preprocess(jax.random.fold_in(batch_key, 1), batch)
+    return batch, step_key
+
+
 def make_train_loop(train_step, steps_per_call: int, *, streamed: bool = False,
                     batch_size: int = 0, preprocess: Callable | None = None) -> Callable:
     """train_loop(state, data) -> (state, metrics with a leading (steps,) axis): one lax.scan.
@@ -352,15 +466,72 @@ def make_train_loop(train_step, steps_per_call: int, *, streamed: bool = False,
 
     def train_loop(state, data):
         def body(state, streamed_batch):
-            batch_key, step_key = jax.random.split(jax.random.fold_in(state.key, state.step))
-            batch = streamed_batch if streamed else draw_batch(batch_key, data, batch_size)
-            if preprocess is not None:
-                batch = preprocess(jax.random.fold_in(batch_key, 1), batch)
+            batch, step_key = step_batch(state, streamed_batch if streamed else data, streamed,
+                                         batch_size, preprocess)
             return train_step(state, batch, step_key)
 
         if streamed:
             return jax.lax.scan(body, state, data)
         return jax.lax.scan(body, state, None, length=steps_per_call)
+
+    return train_loop
+
+
+def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int, *,
+                         streamed: bool = False, batch_size: int = 0,
+                         preprocess: Callable | None = None, members: int | None = None,
+                         state_sharding=None) -> Callable:
+    """train_loop(state, data) -> (state, metrics (steps,)), the same function as
+    `make_train_loop` of `make_train_step`, with the sampler's K transitions dispatched
+    from Python as K calls of one jitted `sampler.transition` (keys split(sample key, K),
+    so the numbers are those of the scanned loop) between a jitted `begin` and a jitted
+    `finish`. For XLA CPU, where convolutions in a loop body run 2-3× slower than in a
+    call of their own (docs/performance.md); accelerators keep the scan.
+
+    members: M for a grid (every piece vmapped; metrics (M, steps)).
+    """
+    if sampler.transition is None:
+        raise ValueError("sampler_loop='host' needs a sampler with a one-transition form "
+                         "(`Sampler.transition`: ula, mala, hmc); use sampler_loop='scan'")
+    vmap = jax.vmap if members else (lambda f, **kw: f)
+    take = (lambda keys, k: keys[:, k]) if members else (lambda keys, k: keys[k])
+
+    def start(state, data, t):
+        source = jax.tree.map(lambda leaf: leaf[t], data) if streamed else data
+        batch, step_key = step_batch(state, source, streamed, batch_size, preprocess)
+        moving = parts.begin(state, batch, step_key)
+        return batch, moving, jax.random.split(moving.sample_key, sampler.num_steps)
+
+    def move(key, params, particles, sampler_state, hparams):
+        return sampler.transition(key, params, particles, sampler_state, hparams)
+
+    def finish(state, batch, moving, particles, sampler_state, acceptances, last):
+        info = last._replace(acceptance_rate=jnp.mean(jnp.stack(acceptances), axis=0))
+        return parts.finish(state, batch, moving, particles, sampler_state, info)
+
+    start_jit = jax.jit(vmap(start, in_axes=(0, 0, None)))
+    move_jit = jax.jit(vmap(move))
+    finish_jit = jax.jit(vmap(finish), donate_argnums=0,
+                         out_shardings=None if state_sharding is None else
+                         (state_sharding, NamedSharding(state_sharding.step.mesh, P())))
+
+    def train_loop(state, data):
+        lead = 1 if members else 0
+        num = jax.tree.leaves(data)[0].shape[lead] if streamed else steps_per_call
+        metrics = []
+        for t in range(num):
+            batch, moving, keys = start_jit(state, data, jnp.int32(t))
+            particles, sampler_state, acceptances, info = (moving.particles,
+                                                           moving.sampler_state, [], None)
+            for k in range(sampler.num_steps):
+                particles, sampler_state, info = move_jit(take(keys, k), state.params,
+                                                          particles, sampler_state,
+                                                          state.hparams)
+                acceptances.append(info.acceptance_rate)
+            state, step_metrics = finish_jit(state, batch, moving, particles, sampler_state,
+                                             tuple(acceptances), info)
+            metrics.append(step_metrics)
+        return state, jax.tree.map(lambda *m: jnp.stack(m, axis=lead), *metrics)
 
     return train_loop
 
@@ -479,7 +650,9 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
                  temperature: float = 1.0, streamed: bool = False, batch_size: int = 0,
                  preprocess: Callable | None = None, steps_per_call: int = 100,
                  mesh: jax.sharding.Mesh | None = None, members: int | None = None,
-                 gradient_scale: Callable | None = None) -> Trainer:
+                 gradient_scale: Callable | None = None,
+                 particles_per_step: int | None = None,
+                 sampler_loop: str = "scan") -> Trainer:
     """Build the jitted, sharded init and train loop from objects.
 
     data: a pytree of arrays or ShapeDtypeStructs with the structure, trailing shape and
@@ -493,8 +666,20 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
       (M, S) carry a leading member axis; `with_hyperparams` then takes (M,) values.
       Particles stay sharded over devices, on their own (second) axis.
     gradient_scale: see `make_train_step` (e.g. `ebmdual.optim.restart_period_scaling`).
+    particles_per_step: B, the particles drawn from the N-particle replay buffer and moved
+      each step (a multiple of the device count, at most N); None: all N move.
+    sampler_loop: 'scan' (the whole step, the sampler's K transitions included, in one
+      compiled lax.scan; for GPU and TPU) or 'host' (K jitted transitions dispatched from
+      Python, `make_host_train_loop`; faster for convolutional energies on XLA CPU).
     """
     mesh = mesh or make_mesh()
+    if sampler_loop not in SAMPLER_LOOPS:
+        raise ValueError(f"sampler_loop={sampler_loop!r}: expected one of {SAMPLER_LOOPS}")
+    if particles_per_step is not None and sampler is not None and not (
+            0 < particles_per_step <= num_particles and particles_per_step % mesh.size == 0):
+        raise ValueError(f"particles_per_step={particles_per_step} must be a positive multiple "
+                         f"of the device count {mesh.size}, at most num_particles="
+                         f"{num_particles}")
     energy = as_energy(energy)
     if sampler is not None and (num_particles < 1 or num_particles % mesh.size):
         raise ValueError(f"num_particles={num_particles} must be a positive multiple of the "
@@ -506,8 +691,10 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
     if sampler is not None:
         hparams.update(restart_prob=restart.prob, restart_decay=restart.decay,
                        particle_step_size=particle_step_size)
+    parts = make_step_parts(energy.energy_fn, objective, optimizer, sampler, restart,
+                            gradient_scale, particles_per_step)
     train_step = make_train_step(energy.energy_fn, objective, optimizer, sampler, restart,
-                                 gradient_scale)
+                                 gradient_scale, particles_per_step)
     init = make_init(energy, optimizer, sampler, restart, num_particles, hparams, preprocess)
 
     example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
@@ -534,11 +721,18 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
         # Raw key data is a host value every process can pass to a multi-process jit.
         return jitted_init(np.asarray(jax.random.key_data(key)), batch)
 
+    if sampler_loop == "host" and sampler is not None:
+        train_loop = make_host_train_loop(
+            parts, sampler, steps_per_call, streamed=streamed, batch_size=batch_size,
+            preprocess=preprocess, members=members, state_sharding=shardings)
+    else:
+        train_loop = jax.jit(loop, in_shardings=(shardings, loop_sh),
+                             out_shardings=(shardings, replicated), donate_argnums=0)
+
     return Trainer(
         init=init_from_key,
         train_step=train_step,
-        train_loop=jax.jit(loop, in_shardings=(shardings, loop_sh),
-                           out_shardings=(shardings, replicated), donate_argnums=0),
+        train_loop=train_loop,
         put=lambda host: _global_array(host, mesh, lead + streamed, process_local=streamed),
         put_batch=lambda host: _global_array(host, mesh, lead, process_local=streamed),
         energy_fn=energy.energy_fn,
