@@ -20,7 +20,15 @@ Models
   It is trained with Wasserstein–Fisher–Rao steps (`ebmdual.optim.wfr`) in the
   `active` (feature-learning) regime, or with θ frozen in the `lazy`
   (random-features) regime.
-* `MLPEnergy`: a swish MLP on R^d with a scalar output, for data in R^d.
+* `MLPEnergy`: a swish MLP on R^d with a scalar output, for data in R^d (any sample
+  shape, flattened).
+* `ConvEnergy`: a swish CNN for images (H, W, C): a 3×3 convolution, then 4×4
+  convolutions of stride 2 halving the resolution, then a linear read-out. No
+  normalisation layer that couples samples (batch norm would make E(x) depend on
+  the other images of the batch); optional spectral normalisation of every layer.
+  Layer choice measured on XLA CPU (docs/performance.md): strided convolutions, no
+  transposed ones, and `ebmdual.train`'s host loop, since convolutions in a loop
+  body run 2-3× slower there.
 """
 
 from __future__ import annotations
@@ -108,13 +116,42 @@ class MLPEnergy(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x
+        h = jnp.ravel(x)
         for width in self.hidden_sizes:
             h = nn.swish(nn.Dense(width)(h))
         if self.base_std is None:
             return nn.Dense(1)(h)[..., 0]
         out = nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
         return out + 0.5 * jnp.sum(x * x, axis=-1) / self.base_std ** 2
+
+
+class ConvEnergy(nn.Module):
+    """E(x) for one image x (H, W, C): a swish CNN with a scalar linear output.
+
+    features = (c_0, c_1, …, c_L): a 3×3 convolution to c_0 channels at full resolution,
+    then for each c_l (l ≥ 1) a 4×4 convolution of stride 2 to c_l channels ('SAME'
+    padding: 28 → 14 → 7 → 4), swish after each, then Dense(1) on the flattened map.
+    spectral_norm: wrap every layer in `flax.linen.SpectralNorm` with
+    `power_iterations` steps of power iteration per call, started from the stored
+    random vector (never updated: E stays a pure function of its parameters, and the
+    estimate of σ_max is a lower bound that tightens with the number of steps).
+    """
+
+    features: Sequence[int] = (16, 32, 64, 64)
+    spectral_norm: bool = False
+    power_iterations: int = 3
+
+    def _layer(self, layer, h):
+        if not self.spectral_norm:
+            return layer(h)
+        return nn.SpectralNorm(layer, n_steps=self.power_iterations)(h, update_stats=False)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.swish(self._layer(nn.Conv(self.features[0], (3, 3)), x))
+        for width in self.features[1:]:
+            h = nn.swish(self._layer(nn.Conv(width, (4, 4), strides=(2, 2)), h))
+        return self._layer(nn.Dense(1), jnp.ravel(h))[0]
 
 
 def make_energy_fn(module: nn.Module) -> EnergyFn:

@@ -489,6 +489,9 @@ def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int
     call of their own (docs/performance.md); accelerators keep the scan.
 
     members: M for a grid (every piece vmapped; metrics (M, steps)).
+    On a mesh of several devices each call is waited for before the next is dispatched:
+    XLA CPU runs the collectives of calls in flight together on a shared thread pool, and
+    two programs' all-gathers waiting on each other's device threads deadlock.
     """
     if sampler.transition is None:
         raise ValueError("sampler_loop='host' needs a sampler with a one-transition form "
@@ -509,11 +512,19 @@ def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int
         info = last._replace(acceptance_rate=jnp.mean(jnp.stack(acceptances), axis=0))
         return parts.finish(state, batch, moving, particles, sampler_state, info)
 
-    start_jit = jax.jit(vmap(start, in_axes=(0, 0, None)))
-    move_jit = jax.jit(vmap(move))
-    finish_jit = jax.jit(vmap(finish), donate_argnums=0,
-                         out_shardings=None if state_sharding is None else
-                         (state_sharding, NamedSharding(state_sharding.step.mesh, P())))
+    mesh = None if state_sharding is None else state_sharding.step.mesh
+    serial = mesh is not None and mesh.size > 1
+
+    def dispatch(function):
+        if not serial:
+            return function
+        return lambda *args: jax.block_until_ready(function(*args))
+
+    start_jit = dispatch(jax.jit(vmap(start, in_axes=(0, 0, None))))
+    move_jit = dispatch(jax.jit(vmap(move)))
+    finish_jit = dispatch(jax.jit(vmap(finish), donate_argnums=0,
+                                  out_shardings=None if mesh is None else
+                                  (state_sharding, NamedSharding(mesh, P()))))
 
     def train_loop(state, data):
         lead = 1 if members else 0

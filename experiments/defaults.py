@@ -13,7 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = data = ml_collections.ConfigDict()
-    data.name = "teacher"            # teacher | mixture | eight_gaussians | rings | checkerboard | mnist
+    data.name = "teacher"            # teacher | mixture | eight_gaussians | rings | checkerboard | mnist | celeb_a | imagenet32
     data.dim = 15
     data.num_train = 10_000
     data.num_test = 10_000
@@ -36,10 +36,16 @@ def base_config() -> ml_collections.ConfigDict:
     # mixture: K per-mode stds; None: mixture_std for every mode. Typed `object`.
     data.mixture_stds = ml_collections.FieldReference(None, field_type=object)
     data.mixture_std = 0.5
-    data.path = "../shared/data/mnist"   # mnist only: directory of the IDX files
+    data.path = "../shared/data/mnist"   # mnist only: directory of the IDX files ('' : TFDS)
+    # images through TFDS (celeb_a, imagenet32, mnist with path=''): the directory
+    # prepared by `python -m experiments.prepare_data` (ArrayRecord); None: TFDS's default
+    data.data_dir = ml_collections.config_dict.placeholder(str)
+    data.image_size = 32             # celeb_a: centre crop resized to 32 or 64
+    data.data_range = (0.0, 1.0)     # images: pixels scaled to [low, high]
+    data.dequantize = True           # images: add U[0, 1) to the 8-bit values before scaling
 
     config.model = model = ml_collections.ConfigDict()
-    model.name = "shallow"           # shallow | mlp
+    model.name = "shallow"           # shallow | mlp | conv
     model.regime = "active"          # active (feature learning) | lazy (θ frozen)
     model.num_neurons = 64
     model.num_positive = 32          # neurons with output sign +1; the others have −1
@@ -49,6 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
     # mlp only: E += |x|²/(2 s²) with a zero-initialised output layer, so the initial model
     # is exactly N(0, s² I) (Jarzynski walkers must start as its samples); None: no base
     model.base_std = ml_collections.config_dict.placeholder(float)
+
+    model.conv_features = (16, 32, 64, 64)  # conv: channels of the 3×3 layer, then of each stride-2 4×4 layer
+    model.spectral_norm = False      # conv: spectral normalisation of every layer
+    model.power_iterations = 3       # conv with spectral_norm: power-iteration steps per call
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.name = "wfr"               # wfr (shallow only) | adam | sgd
@@ -68,6 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.step_size = 0.02         # h_x: x <- x - h ∇E + sqrt(2 h T) ξ
     sampler.temperature = 1.0        # T: the particles target exp(-E/T)
     sampler.num_steps = 1            # K sampler steps per train step
+    # replay buffer: B of the num_particles move each step (IGEBM, JEM); None: all move
+    sampler.particles_per_step = ml_collections.config_dict.placeholder(int)
+    sampler.loop = "auto"            # scan (one compiled loop) | host (K jitted steps from Python) | auto: host on CPU with images
+    sampler.clip = False             # ula on images: clip particles to data.data_range after each step
+    sampler.grad_clamp = ml_collections.config_dict.placeholder(float)  # ula: per-pixel clamp of ∇E
     sampler.antithetic = True
     sampler.num_integration_steps = 1  # hmc only
     sampler.target_acceptance = ml_collections.config_dict.placeholder(float)  # mala: adapt h to this
@@ -112,4 +127,14 @@ def base_config() -> ml_collections.ConfigDict:
     evaluation.num_samples = 10_000  # exact samples of p* (Dataset.reference: teacher, mixtures)
     evaluation.num_uniform = 100_000  # d > 3 sphere: uniform points of the second KL estimate
     evaluation.grid_size = 100       # quadrature grid (S^2, 2-D)
+    # images (docs/evaluation.md): test NLL in bits/dim by annealed importance sampling
+    # on the box data_range^D, Fréchet distance and class histogram of the particles under
+    # a classifier trained once on the training split and cached in classifier_dir
+    evaluation.ais_chains = 64
+    evaluation.ais_temperatures = 500
+    evaluation.ais_repeats = 3
+    evaluation.ais_step_size = 1e-4
+    evaluation.num_test_images = 1000   # images: held-out images whose mean energy enters the NLL
+    evaluation.classifier_dir = "~/.cache/ebmdual/classifiers"
+    evaluation.classifier_steps = 1500
     return config

@@ -15,18 +15,25 @@ sampler temperature, so every metric uses E_θ/T.
 * mixtures in higher d: mode weights of the particles.
 * every mixture: its true mode weights (target_mode_weight_k), constant references for
   the two above, and target_test_nll = mean −log p*(test), the floor of test_nll.
-* MNIST (no likelihood yet: it needs AIS in d = 784): cheap checks on held-out images,
-  see `mnist_metrics`.
+* images (MNIST, CelebA, ImageNet 32×32; `image_metrics`): test NLL in bits/dim by
+  annealed importance sampling on the box data_range^D, the Fréchet distance of the
+  particles to held-out images on a project-trained classifier's features beside its
+  floor (real training images against the same held-out images), the particles' class
+  histogram against the held-out labels', and the cheap energy checks of `image_energy_metrics`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 import jax
 import jax.numpy as jnp
 
+from ebmdual import classifier as image_classifier
 from ebmdual import evaluation
+from ebmdual.data import images as image_data
 
 
 def temperature_scaled(energy_fn):
@@ -43,15 +50,6 @@ def temperature_scaled(energy_fn):
     return model
 
 
-def unit_interval(images) -> np.ndarray:
-    """Host images as float32 on the [0, 1] scale the energy sees: stored uint8 pixels are
-    divided by 255 (as the trainer's MNIST preprocessing does); floats pass unchanged."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / np.float32(255)
-    return images.astype(np.float32)
-
-
 UNIFORM_KEY = jax.random.key(20_210_710)  # the uniform points of kl_uniform, fixed across runs
 MAX_TRAIN_IMAGES = 10_000  # training images whose energies the MNIST metrics average
 
@@ -64,12 +62,13 @@ def mean_difference(a, b) -> tuple[float, float]:
     return float(a.mean() - b.mean()), float(np.sqrt(var))
 
 
-def mnist_metrics(energies, test, particles, train=None) -> dict:
-    """Cheap metrics for image data while no likelihood is available (all floats).
+def image_energy_metrics(energies, test, particles, train=None, data_range=(0.0, 1.0)) -> dict:
+    """Cheap checks of an image EBM beside its likelihood (all floats).
 
-    energies(x) -> E_θ(x)/T for a (n, d) float32 batch. test / train: (n, d) images,
-    uint8 or in [0, 1]. particles: (N, d) in [0, 1] space, or None (objective without a
-    sampler). In nats (units of T), each with its standard error (`*_stderr`):
+    energies(x) -> E_θ(x)/T for a float32 batch of images as the model sees them. test /
+    train: (n, ...) images on the model's scale. particles: (N, ...) likewise, or None
+    (objective without a sampler). In nats (units of T), each with its standard error
+    (`*_stderr`):
 
     * test_energy_gap = mean E/T(particles) − mean E/T(test): ≈ 0 when the chains sample
       the model and the model fits held-out data; ≫ 0 when the particles sit where the
@@ -80,23 +79,114 @@ def mnist_metrics(energies, test, particles, train=None) -> dict:
 
     Pixel statistics over all pixels of all images: data_pixel_mean / _std (the test set)
     and particle_pixel_mean / _std; mean_image_rmse = RMS over pixels of (mean particle
-    image − mean test image); particle_pixels_outside_unit = fraction of particle pixels
-    outside [0, 1].
+    image − mean test image); particle_pixels_outside_range = fraction of particle pixels
+    outside data_range.
     """
-    test = unit_interval(test)
+    test = np.asarray(test, np.float32)
     test_energy = np.asarray(energies(test))
     out = {"data_pixel_mean": float(test.mean()), "data_pixel_std": float(test.std())}
     if train is not None:
-        train_energy = np.asarray(energies(unit_interval(train[:MAX_TRAIN_IMAGES])))
+        train_energy = np.asarray(energies(np.asarray(train[:MAX_TRAIN_IMAGES], np.float32)))
         out["train_test_energy_gap"], out["train_test_energy_gap_stderr"] = mean_difference(
             test_energy, train_energy)
     if particles is not None:
-        x = np.asarray(particles, np.float32).reshape(len(particles), -1)
+        x = np.asarray(particles, np.float32)
         out["test_energy_gap"], out["test_energy_gap_stderr"] = mean_difference(
             np.asarray(energies(x)), test_energy)
         out["particle_pixel_mean"], out["particle_pixel_std"] = float(x.mean()), float(x.std())
         out["mean_image_rmse"] = float(np.sqrt(np.mean((x.mean(0) - test.mean(0)) ** 2)))
-        out["particle_pixels_outside_unit"] = float(np.mean((x < 0) | (x > 1)))
+        low, high = data_range
+        out["particle_pixels_outside_range"] = float(np.mean((x < low) | (x > high)))
+    return out
+
+
+EVAL_KEY = jax.random.key(20_261_124)  # dequantisation of held-out images and AIS: fixed across evaluations
+MAX_FRECHET_IMAGES = 2000  # particles (and real training images, for the floor) in the Fréchet distance
+
+
+def held_out_images(config, dataset) -> np.ndarray:
+    """The first eval.num_test_images held-out images, dequantised with EVAL_KEY and scaled
+    to data.data_range as in training: (n, H, W, C) float32, the same at every evaluation."""
+    images = dataset.test[:config.eval.num_test_images]
+    preprocess = image_data.make_image_preprocess(tuple(config.data.data_range),
+                                                  config.data.dequantize)
+    return np.asarray(preprocess(jax.random.fold_in(EVAL_KEY, 1), jnp.asarray(images)))
+
+
+def train_images(config, dataset, num: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first `num` training images on the model's scale (bin centres, no noise) and
+    their labels (None for unlabelled data)."""
+    index = np.arange(min(num, len(dataset.train)))
+    preprocess = image_data.make_image_preprocess(tuple(config.data.data_range), False)
+    images = np.asarray(preprocess(EVAL_KEY, jnp.asarray(dataset.train[index])))
+    return images, dataset.train.labels(index)
+
+
+def image_classifier_for(config, dataset):
+    """The classifier of the Fréchet distance and the class histogram, trained once on the
+    training split (on the model's scale) and cached in eval.classifier_dir; None for data
+    without class labels (CelebA) or with eval.classifier_steps = 0."""
+    if dataset.num_classes is None or config.eval.classifier_steps == 0:
+        return None
+    images, labels = train_images(config, dataset, len(dataset.train))
+    test = held_out_images(config, dataset)
+    params, info = image_classifier.load_or_train_classifier(
+        Path(config.eval.classifier_dir).expanduser(),
+        f"{dataset.name}-{tuple(config.data.data_range)}", images, labels, dataset.num_classes,
+        jax.random.key(0), num_steps=config.eval.classifier_steps, test_images=test,
+        test_labels=dataset.test_labels[:len(test)])
+    return params, info
+
+
+def image_metrics(config, dataset, model, params, particles, classifier) -> dict:
+    """Metrics of an image EBM (all floats); model(params, x) = E_θ(x)/T for one image.
+
+    * test_nll (nats, in x units on the box data_range^D) = mean E/T(test) + log Ẑ, with
+      log Ẑ by AIS (`evaluation.ais_log_partition`, eval.ais_* settings, EVAL_KEY): biased
+      low, see there; test_bits_per_dim = (test_nll + D ln(256/(high − low)))/(D ln 2),
+      comparable to the dequantised-likelihood literature; *_stderr from the AIS repeats
+      and the test energies; ais_ess_fraction, ais_pooled_gap = pooled − mean log Ẑ (large
+      when the weights are uneven: the estimate is then unreliable).
+    * frechet_distance: particles against held-out images on the classifier's penultimate
+      features, frechet_floor: as many real training images against the same held-out
+      images (the value of a perfect sampler, up to sampling noise). NOT comparable to
+      Inception-based FID.
+    * class_fraction_k (≤ 20 classes), class_tv_distance = ½ Σ_k |q_k − p_k| between the
+      particles' predicted classes q and the held-out labels p, class_max_fraction.
+    """
+    low, high = config.data.data_range
+    test = held_out_images(config, dataset)
+    dim = int(np.prod(test.shape[1:]))
+    e = config.eval
+    ais = evaluation.ais_log_partition(
+        model, params, EVAL_KEY, example=jnp.asarray(test[0]), num_chains=e.ais_chains,
+        num_temperatures=e.ais_temperatures, num_repeats=e.ais_repeats,
+        step_size=e.ais_step_size, box=(low, high))
+    nll = evaluation.negative_log_likelihood(model, params, jnp.asarray(test), ais.log_partition,
+                                             ais.stderr)
+    bits = 1.0 / (dim * np.log(2.0))
+    out = {"test_nll": nll.value, "test_nll_stderr": nll.stderr,
+           "test_bits_per_dim": image_data.bits_per_dim(float(nll.value), dim, (low, high)),
+           "test_bits_per_dim_stderr": float(nll.stderr) * bits,
+           "ais_log_partition": ais.log_partition, "ais_log_partition_stderr": ais.stderr,
+           "ais_ess_fraction": jnp.mean(ais.ess_fraction),
+           "ais_acceptance": jnp.mean(ais.acceptance_rate),
+           "ais_pooled_gap": ais.pooled_log_partition - ais.log_partition}
+    if classifier is not None and particles is not None:
+        num = min(len(particles), MAX_FRECHET_IMAGES)
+        real, _ = train_images(config, dataset, num)
+        sample = np.asarray(particles[:num], np.float32)
+        out["frechet_distance"] = image_classifier.frechet_features_distance(
+            classifier, sample, test)
+        out["frechet_floor"] = image_classifier.frechet_features_distance(classifier, real, test)
+        fractions = np.asarray(image_classifier.class_histogram(classifier, sample,
+                                                                dataset.num_classes))
+        labels = np.bincount(dataset.test_labels[:len(test)], minlength=dataset.num_classes)
+        data_fractions = labels / labels.sum()
+        out["class_tv_distance"] = 0.5 * float(np.abs(fractions - data_fractions).sum())
+        out["class_max_fraction"] = float(fractions.max())
+        if dataset.num_classes <= 20:
+            out.update({f"class_fraction_{k}": f for k, f in enumerate(fractions)})
     return out
 
 
@@ -108,13 +198,23 @@ def make_evaluator(config, dataset, energy_fn):
     grid = config.eval.grid_size
     model = temperature_scaled(energy_fn)
     scaled_energies = jax.jit(lambda params, x: evaluation.batched_energies(model, params, x))
+    classifier = []  # trained (or loaded) at the first evaluation, kept for the next
 
     def evaluate(params, particles, temperature: float) -> dict:
         params = (params, temperature)
         out = {}
-        if dataset.name == "mnist":
-            out.update(mnist_metrics(lambda x: scaled_energies(params, jnp.asarray(x)),
-                                     dataset.test, particles, dataset.train))
+        if dataset.manifold == "image":
+            if not classifier:
+                classifier.append(image_classifier_for(config, dataset))
+            params_and_info = classifier[0]
+            if params_and_info is not None:
+                out["classifier_test_accuracy"] = params_and_info[1].get("test_accuracy", np.nan)
+            out.update(image_metrics(config, dataset, model, params, particles,
+                                     params_and_info and params_and_info[0]))
+            out.update(image_energy_metrics(lambda x: scaled_energies(params, jnp.asarray(x)),
+                                     held_out_images(config, dataset), particles,
+                                     train_images(config, dataset, MAX_TRAIN_IMAGES)[0],
+                                     tuple(config.data.data_range)))
         elif dataset.manifold == "sphere":
             target, target_params = dataset.target_energy_fn, dataset.target_params
             reference = dataset.reference

@@ -98,14 +98,16 @@ def shape_changing_keys(sweeps: dict) -> list[str]:
 # ----------------------------------------------------------------------------- one program
 
 def make_grid_step(train_loop, max_energy_gap: float):
-    """grid_step(state, data, active) -> (state, metrics (M, S), ok (M,)), jitted.
+    """grid_step(state, data, active) -> (state, metrics (M, S), ok (M,)).
 
     ok: the member was active and its chunk stayed finite with |energy gap| ≤ the bound.
-    Members not ok keep their state from before the chunk (frozen).
+    Members not ok keep their state from before the chunk (frozen). With a compiled
+    `train_loop` (sampler_loop 'scan') the whole is one jitted program; with the host
+    loop (its K transitions dispatched from Python) the loop runs as it is, on a copy of
+    the state it may donate, and only the freeze is jitted.
     """
 
-    def grid_step(state, data, active):
-        new, metrics = train_loop(state, data)
+    def freeze(new, state, metrics, active):
         ok = active & jnp.all(metrics["finite"] > 0, axis=1)
         if "energy_gap" in metrics:
             ok = ok & jnp.all(jnp.abs(metrics["energy_gap"]) <= max_energy_gap, axis=1)
@@ -115,6 +117,19 @@ def make_grid_step(train_loop, max_energy_gap: float):
 
         kept = jax.tree.map(keep, new._replace(key=state.key), state._replace(key=state.key))
         return kept, metrics, ok
+
+    if not hasattr(train_loop, "lower"):  # the host loop: a Python function
+        jitted_freeze = jax.jit(freeze, donate_argnums=(0, 1))
+
+        def host_grid_step(state, data, active):
+            new, metrics = train_loop(jax.tree.map(jnp.copy, state), data)
+            return jitted_freeze(new, state, metrics, active)
+
+        return host_grid_step
+
+    def grid_step(state, data, active):
+        new, metrics = train_loop(state, data)
+        return freeze(new, state, metrics, active)
 
     return jax.jit(grid_step, donate_argnums=0)
 
@@ -130,7 +145,7 @@ class GridFeed:
         self.trainer, self.streamed, self.seeds = trainer, streamed, seeds
         self.batch_size, self.chunk = batch_size, chunk
         if streamed:
-            self.sources = [stream.ArraySource(d.train) for d in datasets]
+            self.sources = [stream.as_source(d.train) for d in datasets]
         else:
             self.resident = trainer.put(np.stack([np.asarray(d.train) for d in datasets]))
 

@@ -591,15 +591,17 @@ def save_plots(dataset, trainer, params, particles, temperature: float, log: Met
     model_params = (params, temperature)
     dim = dataset.train.shape[-1]
     samples = str(workdir / "samples.png")
-    if dataset.manifold == "sphere" and dim == 3:
+    if dataset.manifold == "image":
+        data_range = tuple(config.data.data_range) if config is not None else (0.0, 1.0)
+        plots.plot_image_grid(particles, dataset.test, samples, data_range=data_range,
+                              title=title)
+    elif dataset.manifold == "sphere" and dim == 3:
         plots.plot_samples_sphere(model, model_params, dataset.target_energy_fn,
                                   dataset.target_params, dataset.train, particles, samples,
                                   title=title)
     elif dataset.manifold == "euclidean" and dim == 2:
         plots.plot_samples_2d(model, model_params, dataset.train, particles, dataset.box,
                               samples, title=title)
-    elif dataset.name == "mnist" and particles is not None:
-        plots.plot_image_grid(particles, dataset.test, samples, title=title)
 
 
 # ----------------------------------------------------------------------------- processes
@@ -741,7 +743,7 @@ class DataFeed:
         self.batch_size, self.seed, self.chunk = components.batch_size, seed, chunk
         self._prefetcher = None
         if self.streamed:
-            self.source = stream.ArraySource(dataset.train)
+            self.source = stream.as_source(dataset.train)
         else:
             self.resident = self.trainer.put(dataset.train)
 

@@ -25,7 +25,6 @@ from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib import ticker as mticker  # noqa: E402
 
 from ebmdual.evaluation import batched_energies  # noqa: E402
-from experiments.evaluate import unit_interval  # noqa: E402
 
 IGNORED = ("kind", "step", "finite")  # finite is 1 on every logged row (else: divergence)
 # Settings echoed by the train step: a single logged value already says they are constant.
@@ -50,13 +49,17 @@ PANELS = (
      ((r"test_energy_gap", None),)),
     ("train − test energy gap", "E/T(test) − E/T(train)  [nats]",
      ((r"train_test_energy_gap", None),)),
-    ("pixel mean", "intensity [0, 1]",
+    ("pixel mean", "intensity (data range)",
      ((r"particle_pixel_mean", "particles"), (r"data_pixel_mean", "test data"))),
-    ("pixel std", "intensity [0, 1]",
+    ("pixel std", "intensity (data range)",
      ((r"particle_pixel_std", "particles"), (r"data_pixel_std", "test data"))),
-    ("RMS distance of mean images", "intensity [0, 1]", ((r"mean_image_rmse", None),)),
-    ("particle pixels outside [0, 1]", "fraction of pixels",
-     ((r"particle_pixels_outside_unit", None),)),
+    ("RMS distance of mean images", "intensity (data range)", ((r"mean_image_rmse", None),)),
+    ("particle pixels outside the data range", "fraction of pixels",
+     ((r"particle_pixels_outside_range", None),)),
+    ("test likelihood (AIS)", "bits/dim", ((r"test_bits_per_dim", None),)),
+    ("Fréchet distance (project classifier)", "not comparable to FID",
+     ((r"frechet_distance", "particles"), (r"frechet_floor", "real images (floor)"))),
+    ("class histogram", "total-variation distance to the data", ((r"class_tv_distance", None),)),
     ("mode masses", "probability",
      ((r"mode_mass_(\d+)", "mode {0}"), (r"particle_mode_weight_(\d+)", "mode {0}, particles"),
       (r"target_mode_weight_(\d+)", "mode {0}, true"))),
@@ -423,28 +426,40 @@ def plot_samples_sphere(model, params, target, target_params, data, particles, p
 
 # ----------------------------------------------------------------------------- images
 
-def tile(images: np.ndarray, shape: Sequence[int], cols: int) -> np.ndarray:
-    """(n, h·w) images -> one (rows·(h+1)−1, cols·(w+1)−1) mosaic with NaN gutters."""
-    h, w = shape
-    n = len(images)
+def tile(images: np.ndarray, cols: int) -> np.ndarray:
+    """(n, h, w, c) images -> one (rows·(h+1)−1, cols·(w+1)−1, c) mosaic with NaN gutters."""
+    n, h, w, c = images.shape
     rows = max(1, math.ceil(n / cols))
-    mosaic = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, np.float32)
-    for k, image in enumerate(np.asarray(images).reshape(n, h, w)):
-        r, c = divmod(k, cols)
-        mosaic[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = image
+    mosaic = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, c), np.nan, np.float32)
+    for k, image in enumerate(images):
+        r, col = divmod(k, cols)
+        mosaic[r * (h + 1):r * (h + 1) + h, col * (w + 1):col * (w + 1) + w] = image
     return mosaic
 
 
-def plot_image_grid(particles, data, path: str, shape=(28, 28), num: int = 64,
-                    title: str | None = None) -> None:
-    """Particles beside data images, each a grid of up to `num` images on one grey scale
-    from 0 (black) to 1 (white); values outside [0, 1] are clipped in the picture and
-    counted in the panel's title. particles: None for objectives without a sampler."""
+def as_image_batch(images, data_range=(0.0, 1.0), shape=None) -> np.ndarray:
+    """Images (n, H, W, C) on the [0, 1] display scale: stored uint8 pixels / 255, model-space
+    floats mapped from data_range; (n, d) vectors are reshaped to `shape` (H, W[, C])."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / np.float32(255)
+    else:
+        low, high = data_range
+        images = (images.astype(np.float32) - low) / (high - low)
+    if images.ndim == 2:
+        images = images.reshape(len(images), *(shape or (28, 28)))
+    return images[..., None] if images.ndim == 3 else images
+
+
+def plot_image_grid(particles, data, path: str, data_range=(0.0, 1.0), num: int = 64,
+                    title: str | None = None, shape=None) -> None:
+    """Particles beside data images, each a grid of up to `num` images, grey or colour,
+    from the low (black) to the high end (white) of data_range; values outside it are
+    clipped in the picture and counted in the panel's title. particles: model-space
+    floats (n, H, W, C), or None for objectives without a sampler; data: uint8 or floats."""
     cols = int(math.ceil(math.sqrt(num)))
     groups = [("particles", particles), ("data", data)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.6), layout="constrained")
-    cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")  # NaN: the gutters
-    image = None
     for ax, (name, images) in zip(axes, groups):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -452,15 +467,18 @@ def plot_image_grid(particles, data, path: str, shape=(28, 28), num: int = 64,
             ax.set_title(f"no {name} (objective without a sampler)", fontsize=10)
             ax.set_frame_on(False)
             continue
-        images = unit_interval(images).reshape(len(images), -1)[:num]
+        images = as_image_batch(images, data_range, shape)[:num]
         outside = float(np.mean((images < 0) | (images > 1)))
-        image = ax.imshow(tile(np.clip(images, 0, 1), shape, cols), cmap=cmap, vmin=0, vmax=1,
-                          interpolation="nearest")
-        clipped = f", {outside:.1%} of pixels outside [0, 1]" if outside or name == "particles" else ""
+        mosaic = tile(np.clip(images, 0, 1), cols)
+        if mosaic.shape[-1] == 1:
+            cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")  # NaN: the gutters
+            ax.imshow(mosaic[..., 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(np.nan_to_num(mosaic, nan=1.0), interpolation="nearest")
+        low, high = data_range
+        clipped = (f", {outside:.1%} of pixels outside [{low:g}, {high:g}]"
+                   if outside or name == "particles" else "")
         ax.set_title(f"{name}: {len(images)} shown{clipped}", fontsize=10)
-    if image is not None:
-        bar = fig.colorbar(image, ax=axes, shrink=0.8)
-        bar.set_label("pixel intensity (clipped to [0, 1])")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from ebmdual import objectives, samplers
-from ebmdual.energies import MLPEnergy, ShallowEnergy, as_energy
+from ebmdual.data.images import DATASET_NAMES as IMAGE_DATASETS, make_image_preprocess
+from ebmdual.energies import ConvEnergy, MLPEnergy, ShallowEnergy, as_energy
 from ebmdual.flow_mcmc import flow_mcmc
 from ebmdual.flows import coupling_flow
 from ebmdual.jarzynski import jarzynski
@@ -40,8 +41,15 @@ def _mlp(config):
                      base_std=config.model.base_std)
 
 
-ENERGIES: dict[str, Callable] = {"shallow": _shallow, "mlp": _mlp}
+def _conv(config):
+    m = config.model
+    return ConvEnergy(features=tuple(m.conv_features), spectral_norm=m.spectral_norm,
+                      power_iterations=m.power_iterations)
+
+
+ENERGIES: dict[str, Callable] = {"shallow": _shallow, "mlp": _mlp, "conv": _conv}
 SPHERE_ENERGIES = ("shallow",)  # energies built for data on S^{d−1} only
+IMAGE_ENERGIES = ("conv",)      # energies of (H, W, C) images only
 
 # ----------------------------------------------------------------------------- samplers
 # name -> (config, energy_fn, manifold) -> Sampler
@@ -51,7 +59,8 @@ def _ula(config, energy_fn, manifold):
     s = config.sampler
     if manifold == "sphere":
         return samplers.projected_langevin(energy_fn, s.num_steps, s.antithetic)
-    return samplers.ula(energy_fn, s.num_steps, s.antithetic)
+    clip = tuple(config.data.data_range) if s.clip else None
+    return samplers.ula(energy_fn, s.num_steps, s.antithetic, grad_clamp=s.grad_clamp, clip=clip)
 
 
 def _mala(config, energy_fn, manifold):
@@ -88,6 +97,9 @@ SAMPLERS: dict[str, Callable] = {"ula": _ula, "mala": _mala, "hmc": _hmc,
                                  "jarzynski": _jarzynski, "flow_mcmc": _flow_mcmc}
 SPHERE_SAMPLERS = ("ula",)       # samplers that keep particles on the sphere
 ANTITHETIC_SAMPLERS = ("ula",)   # samplers that can draw antithetic noise
+CLIPPING_SAMPLERS = ("ula",)     # samplers with sampler.clip and sampler.grad_clamp
+HOST_LOOP_SAMPLERS = ("ula", "mala", "hmc")  # samplers with a one-transition form
+SAMPLER_LOOPS = ("auto", "scan", "host")
 ADAPTIVE_SAMPLERS = ("mala", "flow_mcmc")  # samplers whose MALA step adapts (target_acceptance)
 VECTOR_SAMPLERS = ("flow_mcmc",)  # samplers of (N, d) particles only (the flow is on R^d)
 
@@ -140,13 +152,46 @@ SPHERE_OBJECTIVES = ("ml", "sm")    # defined on S^{d−1}
 
 # ----------------------------------------------------------------------------- data
 
-def _uint8_to_unit_interval(key, batch):
-    """Stored uint8 pixels -> float32 in [0, 1] (on the device, inside the step)."""
-    del key
-    return jax.tree.map(lambda x: x.astype(jnp.float32) / 255.0, batch)
+def preprocessing(config):
+    """The device-side preprocessing of `config.data`: for images, uint8 pixels
+    dequantised (data.dequantize) and scaled to data.data_range; None for the rest."""
+    if config.data.name not in IMAGE_DATASETS:
+        return None
+    return make_image_preprocess(tuple(config.data.data_range), config.data.dequantize)
 
 
-PREPROCESSING: dict[str, Callable] = {"mnist": _uint8_to_unit_interval}
+def sampler_loop(config) -> str:
+    """'scan' or 'host' for `config.sampler.loop`; 'auto' is 'host' for convolutional
+    energies on the CPU backend (docs/performance.md), 'scan' otherwise."""
+    loop = config.sampler.loop
+    if loop != "auto":
+        return loop
+    conv_on_cpu = config.model.name in IMAGE_ENERGIES and jax.default_backend() == "cpu"
+    return "host" if conv_on_cpu and config.sampler.name in HOST_LOOP_SAMPLERS else "scan"
+
+
+def uniform_noise(low: float, high: float) -> Callable:
+    """noise(key, particles): Uniform[low, high] in every floating leaf (restarts of images
+    at noise)."""
+
+    def noise(key, particles):
+        moving = samplers.floating_part(particles)
+        keys = samplers.leaf_keys(key, moving)
+        drawn = jax.tree.map(lambda k, leaf: jax.random.uniform(k, leaf.shape, leaf.dtype,
+                                                                low, high), keys, moving)
+        return samplers.merge_floating(drawn, particles)
+
+    return noise
+
+
+def restart_noise(config, manifold: str) -> Callable:
+    """Where particles restart with train.restart_to='noise': uniform on the sphere, uniform
+    on the data range for images, N(0, restart_noise_std² I) in R^d."""
+    if manifold == "sphere":
+        return sphere_noise
+    if config.data.name in IMAGE_DATASETS:
+        return uniform_noise(*config.data.data_range)
+    return scaled_normal_noise(config.train.restart_noise_std)
 
 
 # Config keys whose values are arrays of the compiled step (-> the name `with_hyperparams`
@@ -208,8 +253,7 @@ def build_trainer(config, dataset, num_devices: int | None = None,
                             schedule=config.train.restart_schedule,
                             target=config.train.restart_to,
                             antithetic=config.sampler.antithetic,
-                            noise=(sphere_noise if manifold == "sphere"
-                                   else scaled_normal_noise(config.train.restart_noise_std)),
+                            noise=restart_noise(config, manifold),
                             decay=config.train.restart_decay,
                             decay_steps=config.train.num_steps)
     streamed = bool(config.data.get("streamed", False))
@@ -220,7 +264,8 @@ def build_trainer(config, dataset, num_devices: int | None = None,
         OPTIMIZERS[config.optim.name](config), data=example, sampler=sampler, restart=restart,
         num_particles=config.sampler.num_particles, particle_step_size=config.sampler.step_size,
         temperature=config.sampler.temperature, streamed=streamed, batch_size=batch_size,
-        preprocess=PREPROCESSING.get(dataset.name), mesh=make_mesh(num_devices),
+        preprocess=preprocessing(config), mesh=make_mesh(num_devices),
         steps_per_call=steps_per_call or config.train.log_every, members=members,
-        gradient_scale=gradient_scale(config))
+        gradient_scale=gradient_scale(config),
+        particles_per_step=config.sampler.particles_per_step, sampler_loop=sampler_loop(config))
     return Components(trainer, streamed, batch_size)

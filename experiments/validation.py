@@ -15,11 +15,13 @@ import math
 import numpy as np
 
 from ebmdual.data import DATASET_NAMES
+from ebmdual.data.images import DATASET_NAMES as IMAGE_DATASETS
 from ebmdual.data.synthetic import PUBLISHED_TEACHERS, TEACHER_KINDS
 from ebmdual.flow_mcmc import GLOBAL_MOVES
 from ebmdual.flows import FLOW_KINDS
 from ebmdual.train import RESTART_SCHEDULES, RESTART_TARGETS
-from experiments.registry import (ADAPTIVE_SAMPLERS, ANTITHETIC_SAMPLERS, ENERGIES,
+from experiments.registry import (ADAPTIVE_SAMPLERS, ANTITHETIC_SAMPLERS, CLIPPING_SAMPLERS,
+                                  ENERGIES, HOST_LOOP_SAMPLERS, IMAGE_ENERGIES, SAMPLER_LOOPS,
                                   LR_SCALED_OPTIMIZERS, LR_SCALINGS, OBJECTIVES, OPTIMIZERS,
                                   PARTICLE_OBJECTIVES, REGIMES, SAMPLERS, SHALLOW_OPTIMIZERS,
                                   SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS,
@@ -69,8 +71,16 @@ def _problems(config, num_devices: int):
     yield count("seed", config.seed, 0)
     yield one_of("data.name", data.name, DATASET_NAMES)
     yield count("data.dim", data.dim, 2)
-    if data.name == "mnist":
-        yield need(data.dim == 784, "data.dim", data.dim, "784 for MNIST (28x28 pixels)")
+    images = data.name in IMAGE_DATASETS
+    if images:
+        yield need(data.streamed, "data.streamed", data.streamed,
+                   "True for images (uint8 batches streamed from the source)")
+        yield need(isinstance(data.data_range, (list, tuple)) and len(data.data_range) == 2
+                   and all(number(v) for v in data.data_range)
+                   and data.data_range[0] < data.data_range[1], "data.data_range",
+                   data.data_range, "(low, high) with low < high")
+        if data.name == "celeb_a":
+            yield one_of("data.image_size", data.image_size, (32, 64))
     if data.name in TOY_DATASETS:
         yield need(data.dim == 2, "data.dim", data.dim, f"2 for the 2-D data set {data.name!r}")
     yield count("data.num_train", data.num_train, 2)
@@ -128,6 +138,13 @@ def _problems(config, num_devices: int):
                    f"an integer in [0, model.num_neurons={model.num_neurons}]")
         yield positive("model.alpha", model.alpha)
         yield positive("model.init_weight", model.init_weight)
+    if model.name in IMAGE_ENERGIES:
+        yield need(images, "model.name", model.name,
+                   f"'mlp' for vector data ({data.name!r}); 'conv' needs images")
+        features = list(model.conv_features)
+        yield need(len(features) >= 1 and all(isinstance(c, int) and c >= 1 for c in features),
+                   "model.conv_features", tuple(features), "a non-empty list of integers >= 1")
+        yield count("model.power_iterations", model.power_iterations)
     if model.name == "mlp":
         sizes = list(model.hidden_sizes)
         yield need(len(sizes) >= 1 and all(isinstance(s, int) and s >= 1 for s in sizes),
@@ -170,6 +187,26 @@ def _problems(config, num_devices: int):
                    f"False for sampler.name={sampler.name!r} (antithetic pairs are ULA only)")
         yield need(sampler.num_particles % 2 == 0, "sampler.num_particles",
                    sampler.num_particles, "an even number with sampler.antithetic=True")
+    ppb = sampler.particles_per_step
+    yield need(ppb is None or (isinstance(ppb, int) and 1 <= ppb <= sampler.num_particles
+                               and ppb % num_devices == 0), "sampler.particles_per_step", ppb,
+               f"None (all particles move) or a multiple of the device count {num_devices} "
+               f"in [1, sampler.num_particles={sampler.num_particles}]")
+    yield one_of("sampler.loop", sampler.loop, SAMPLER_LOOPS)
+    if sampler.loop == "host":
+        yield need(sampler.name in HOST_LOOP_SAMPLERS, "sampler.loop", sampler.loop,
+                   f"'scan' or 'auto' for sampler.name={sampler.name!r} (the host loop needs "
+                   f"a one-transition sampler: {', '.join(HOST_LOOP_SAMPLERS)})")
+    grad_clamp = sampler.grad_clamp
+    yield need(grad_clamp is None or (number(grad_clamp) and grad_clamp > 0),
+               "sampler.grad_clamp", grad_clamp, "None (off) or a number > 0")
+    if sampler.clip or grad_clamp is not None:
+        yield need(sampler.name in CLIPPING_SAMPLERS, "sampler.name", sampler.name,
+                   f"one of {', '.join(CLIPPING_SAMPLERS)} with sampler.clip or "
+                   "sampler.grad_clamp set")
+    if sampler.clip:
+        yield need(images, "sampler.clip", sampler.clip, "False for data that are not images "
+                   "(particles are clipped to data.data_range)")
     yield positive("sampler.step_size", sampler.step_size)
     yield positive("sampler.temperature", sampler.temperature)
     yield count("sampler.num_steps", sampler.num_steps)
@@ -182,8 +219,9 @@ def _problems(config, num_devices: int):
                    f"None for sampler.name={sampler.name!r} (step-size adaptation is for "
                    f"{', '.join(ADAPTIVE_SAMPLERS)})")
     if sampler.name in VECTOR_SAMPLERS:
-        yield need(data.name != "mnist", "sampler.name", sampler.name,
-                   "a sampler of images for data.name='mnist' (the flow is on (N, d) vectors)")
+        yield need(not images, "sampler.name", sampler.name,
+                   f"a sampler of images for data.name={data.name!r} (the flow is on (N, d) "
+                   "vectors)")
     if sampler.name == "jarzynski":
         yield need(number(sampler.ess_threshold) and 0 <= sampler.ess_threshold <= 1,
                    "sampler.ess_threshold", sampler.ess_threshold, "a fraction in [0, 1]")
@@ -238,6 +276,13 @@ def _problems(config, num_devices: int):
     yield count("eval.grid_size", evaluation.grid_size, 10)
     yield count("eval.num_samples", evaluation.num_samples)
     yield count("eval.num_uniform", evaluation.num_uniform)
+    if images:
+        yield count("eval.ais_chains", evaluation.ais_chains)
+        yield count("eval.ais_temperatures", evaluation.ais_temperatures, 2)
+        yield count("eval.ais_repeats", evaluation.ais_repeats, 2)
+        yield positive("eval.ais_step_size", evaluation.ais_step_size)
+        yield count("eval.num_test_images", evaluation.num_test_images)
+        yield count("eval.classifier_steps", evaluation.classifier_steps, 0)
 
 
 def validate_config(config, num_devices: int = 1) -> None:

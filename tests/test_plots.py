@@ -10,7 +10,8 @@ import pytest
 from ebmdual.data import synthetic
 from experiments import plots
 from experiments.defaults import base_config
-from experiments.evaluate import make_evaluator, mean_difference, mnist_metrics, temperature_scaled
+from experiments.evaluate import (image_energy_metrics, make_evaluator, mean_difference,
+                                  temperature_scaled)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -231,65 +232,81 @@ def test_plot_image_grid_writes_png(tmp_path, with_particles):
     assert_png(tmp_path / "samples.png")
 
 
+def test_plot_image_grid_writes_colour_png(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    particles = rng.uniform(-1.2, 1.2, (30, 32, 32, 3)).astype(np.float32)
+    plots.plot_image_grid(particles, data, str(tmp_path / "samples.png"), data_range=(-1, 1))
+    assert_png(tmp_path / "samples.png")
+
+
+def test_as_image_batch_maps_the_data_range_to_unit_scale():
+    floats = np.array([[-1.0, 0.0, 1.0, 3.0]], np.float32)
+    np.testing.assert_allclose(plots.as_image_batch(floats, (-1, 1), shape=(2, 2))[0, ..., 0],
+                               [[0.0, 0.5], [1.0, 2.0]])
+    stored = np.array([[0, 255, 51, 102]], np.uint8)
+    np.testing.assert_allclose(plots.as_image_batch(stored, (-1, 1), shape=(2, 2)).ravel(),
+                               [0.0, 1.0, 0.2, 0.4], rtol=1e-6)
+
+
 def test_tile_places_images_row_major_with_gutters():
-    images = np.arange(3 * 4, dtype=np.float32).reshape(3, 4) * np.array([[1], [10], [100]])
-    mosaic = plots.tile(images, (2, 2), cols=2)
-    assert mosaic.shape == (5, 5)
-    np.testing.assert_array_equal(mosaic[:2, 3:], images[1].reshape(2, 2))
-    np.testing.assert_array_equal(mosaic[3:, :2], images[2].reshape(2, 2))
+    images = np.arange(3 * 4, dtype=np.float32).reshape(3, 2, 2, 1) * np.array(
+        [1, 10, 100]).reshape(3, 1, 1, 1)
+    mosaic = plots.tile(images, cols=2)
+    assert mosaic.shape == (5, 5, 1)
+    np.testing.assert_array_equal(mosaic[:2, 3:, 0], images[1, ..., 0])
+    np.testing.assert_array_equal(mosaic[3:, :2, 0], images[2, ..., 0])
     assert np.isnan(mosaic[2]).all() and np.isnan(mosaic[3:, 3:]).all()
 
 
-# ----------------------------------------------------------------------------- MNIST metrics
+# ----------------------------------------------------------------------------- image energy checks
 
-def fake_mnist_dataset(n=64, seed=0):
-    """uint8 (n, 784) test images with values in [0, 200], and training images 51 (= 0.2)
-    brighter."""
+def fake_images(n=64, seed=0):
+    """(test, train) float32 (n, 784) images in [0, 200/255], training images 0.2 brighter."""
     rng = np.random.default_rng(seed)
-    test = rng.integers(0, 201, (n, 784), dtype=np.uint8)
-    return synthetic.Dataset("mnist", test + np.uint8(51), test, "euclidean")
+    test = rng.integers(0, 201, (n, 784)).astype(np.float32) / 255
+    return test, test + np.float32(0.2)
 
 
-def brightness(scale, x):
-    """E_θ(x) = θ · Σ pixels."""
-    return scale * jnp.sum(x)
+def brightness_energies(scale):
+    """energies(x) = θ · Σ pixels, per image."""
+    return lambda x: scale * np.asarray(x, np.float64).reshape(len(x), -1).sum(1)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_mnist_evaluator_particles_equal_to_data(temperature):
-    dataset = fake_mnist_dataset()
-    evaluate = make_evaluator(base_config(), dataset, brightness)
-    test = dataset.test.astype(np.float64) / 255
-    out = evaluate(0.5, (dataset.test / 255).astype(np.float32), temperature)
-    assert out["test_energy_gap"] == pytest.approx(0.0, abs=1e-3)
+def test_image_energy_metrics_particles_equal_to_data(temperature):
+    test, train = fake_images()
+    energies = brightness_energies(0.5 / temperature)
+    out = image_energy_metrics(energies, test, test.copy(), train)
+    assert out["test_energy_gap"] == pytest.approx(0.0, abs=1e-6)
     assert out["particle_pixel_mean"] == pytest.approx(out["data_pixel_mean"], abs=1e-6)
     assert out["particle_pixel_std"] == pytest.approx(out["data_pixel_std"], abs=1e-6)
-    assert out["data_pixel_mean"] == pytest.approx(test.mean(), rel=1e-5)
+    assert out["data_pixel_mean"] == pytest.approx(test.astype(np.float64).mean(), rel=1e-5)
     assert out["mean_image_rmse"] == pytest.approx(0.0, abs=1e-6)
-    assert out["particle_pixels_outside_unit"] == 0.0
+    assert out["particle_pixels_outside_range"] == 0.0
     # training images are 0.2 brighter on every pixel: E/T larger by 0.5 · 0.2 · 784 / T
     assert out["train_test_energy_gap"] == pytest.approx(-0.5 * 0.2 * 784 / temperature, rel=1e-4)
     # the same images, shifted: the spread of E is that of the test set on both sides
-    se = np.std(0.5 * test.sum(1), ddof=1) / temperature * np.sqrt(2 / len(test))
+    se = np.std(0.5 * test.astype(np.float64).sum(1), ddof=1) / temperature * np.sqrt(2 / len(test))
     assert out["train_test_energy_gap_stderr"] == pytest.approx(se, rel=1e-3)
 
 
-def test_mnist_evaluator_shifted_particles():
-    dataset = fake_mnist_dataset()
-    evaluate = make_evaluator(base_config(), dataset, brightness)
-    test = dataset.test.astype(np.float32) / 255
-    particles = test + 0.5
-    out = evaluate(0.5, particles, 2.0)
-    assert out["test_energy_gap"] == pytest.approx(0.5 * 0.5 * 784 / 2.0, rel=1e-4)  # nats
+def test_image_energy_metrics_shifted_particles():
+    test, train = fake_images()
+    out = image_energy_metrics(brightness_energies(0.25), test, test + 0.5, train)
+    assert out["test_energy_gap"] == pytest.approx(0.25 * 0.5 * 784, rel=1e-4)  # nats
     assert out["particle_pixel_mean"] == pytest.approx(test.mean() + 0.5, rel=1e-5)
     assert out["mean_image_rmse"] == pytest.approx(0.5, rel=1e-5)
-    assert out["particle_pixels_outside_unit"] == pytest.approx(np.mean(test > 0.5))
-    assert out["particle_pixels_outside_unit"] > 0.1
+    assert out["particle_pixels_outside_range"] == pytest.approx(np.mean(test > 0.5))
+    assert out["particle_pixels_outside_range"] > 0.1
+    # shifted pixels lie in [0.5, 1.29]: none outside the range [-1, 2]
+    wide = image_energy_metrics(brightness_energies(0.25), test, test + 0.5, train, (-1, 2))
+    assert wide["particle_pixels_outside_range"] == 0.0
 
 
-def test_mnist_metrics_without_particles():
-    dataset = fake_mnist_dataset()
-    out = mnist_metrics(lambda x: np.zeros(len(x)), dataset.test, None, dataset.train)
+def test_image_energy_metrics_without_particles():
+    test, train = fake_images()
+    out = image_energy_metrics(lambda x: np.zeros(len(x)), test, None, train)
     assert set(out) == {"data_pixel_mean", "data_pixel_std", "train_test_energy_gap",
                         "train_test_energy_gap_stderr"}
     assert out["train_test_energy_gap"] == 0.0

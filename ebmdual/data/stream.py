@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-__all__ = ["ArraySource", "batch_indices", "read_chunk", "chunks", "Prefetcher"]
+__all__ = ["ArraySource", "as_source", "batch_indices", "read_chunk", "chunks", "Prefetcher"]
 
 
 class ArraySource:
@@ -49,6 +49,14 @@ class ArraySource:
 
     def __getitem__(self, indices):
         return jax.tree.map(lambda leaf: np.asarray(leaf)[indices], self.arrays)
+
+
+def as_source(data):
+    """A source for `data`: itself when it already is one (an object with len and indexing,
+    such as `ebmdual.data.images.ImageSource`), else an `ArraySource` of the arrays."""
+    if isinstance(data, (np.ndarray, jax.Array, dict, list, tuple)):
+        return ArraySource(data)
+    return data
 
 
 @functools.lru_cache(maxsize=4)

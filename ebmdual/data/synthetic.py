@@ -436,6 +436,10 @@ class Dataset(NamedTuple):
     reference: (eval.num_samples, d) exact samples of the target p*, drawn
       independently of train and test, for evaluation (teacher and mixtures); None
       where none are drawn (rings, checkerboard, MNIST).
+    For images (`ebmdual.data.get_dataset`, manifold "image"): train is an
+    `ebmdual.data.images.ImageSource` of uint8 (n, H, W, C) read by index, test the
+    held-out images (num_test, H, W, C) uint8, test_labels their int32 classes and
+    num_classes the number of classes (both None for unlabelled data, CelebA).
     """
 
     name: str
@@ -447,6 +451,8 @@ class Dataset(NamedTuple):
     mixture: Optional[GaussianMixture] = None
     box: Optional[tuple[float, float]] = None
     reference: Optional[jax.Array] = None
+    test_labels: Optional[np.ndarray] = None
+    num_classes: Optional[int] = None
 
 
 def _split_train_test(samples: jax.Array, num_train: int) -> tuple[jax.Array, jax.Array]:
