@@ -48,7 +48,7 @@ def get_config():
     train.num_steps = 300
     train.restart_prob = 0.05
     train.restart_to = "data"
-    train.log_every = 20
+    train.log_every = 10
     train.eval_every = 150
     train.checkpoint_every = 150
     config.eval.ais_chains = 32
