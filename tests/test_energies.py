@@ -134,7 +134,7 @@ def test_registry_builds_the_configured_module():
     config.model.num_positive = 4
     config.model.alpha = 2.0
     config.model.init_weight = 0.5
-    assert set(ENERGIES) == {"shallow", "mlp"}
+    assert set(ENERGIES) == {"shallow", "mlp", "conv"}
     module = ENERGIES["shallow"](config)
     assert isinstance(module, energies.ShallowEnergy)
     assert (module.num_neurons, module.num_positive, module.alpha, module.init_weight) == (
@@ -142,6 +142,27 @@ def test_registry_builds_the_configured_module():
     config.model.hidden_sizes = (5, 6)
     module = ENERGIES["mlp"](config)
     assert isinstance(module, energies.MLPEnergy) and tuple(module.hidden_sizes) == (5, 6)
+    config.model.conv_features = (3, 5)
+    config.model.spectral_norm = True
+    module = ENERGIES["conv"](config)
+    assert isinstance(module, energies.ConvEnergy) and tuple(module.features) == (3, 5)
+    assert module.spectral_norm
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_conv_energy_is_per_image_and_shapes_follow_the_strides(key, spectral_norm):
+    """One image -> a scalar; vmapped over a batch it equals the per-image calls (no
+    coupling between images, unlike batch norm); 28 → 14 → 7 → 4 with 'SAME' padding."""
+    module = energies.ConvEnergy(features=(4, 6, 8, 8), spectral_norm=spectral_norm)
+    energy = energies.as_energy(module)
+    images = jax.random.uniform(key, (5, 28, 28, 1))
+    params = energy.init(key, images[0])
+    batched = jax.vmap(energy.energy_fn, (None, 0))(params, images)
+    single = jnp.stack([energy.energy_fn(params, x) for x in images])
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(single), rtol=1e-5, atol=1e-6)
+    assert float(jnp.std(batched)) > 0
+    dense = params["params"]["Dense_0"]
+    assert dense["kernel"].shape == (4 * 4 * 8, 1)
 
 
 def test_as_energy_passes_pairs_and_rejects_others(key):
