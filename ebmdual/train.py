@@ -412,8 +412,13 @@ def make_train_step(energy_fn, objective, optimizer: optax.GradientTransformatio
     particle_step_size, restart_prob, time_scale_ratio_* = learning rate / h, and the
     sampler's extra metrics.
     """
-    parts = make_step_parts(energy_fn, objective, optimizer, sampler, restart, gradient_scale,
-                            particles_per_step)
+    return compose_train_step(make_step_parts(energy_fn, objective, optimizer, sampler,
+                                              restart, gradient_scale, particles_per_step),
+                              sampler)
+
+
+def compose_train_step(parts: StepParts, sampler: Sampler | None) -> Callable:
+    """train_step(state, batch, key): begin, the sampler's whole `step`, finish."""
 
     def train_step(state: TrainState, batch, key):
         moving = parts.begin(state, batch, key)
@@ -480,6 +485,7 @@ def make_train_loop(train_step, steps_per_call: int, *, streamed: bool = False,
 def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int, *,
                          streamed: bool = False, batch_size: int = 0,
                          preprocess: Callable | None = None, members: int | None = None,
+                         mesh: jax.sharding.Mesh | None = None,
                          state_sharding=None) -> Callable:
     """train_loop(state, data) -> (state, metrics (steps,)), the same function as
     `make_train_loop` of `make_train_step`, with the sampler's K transitions dispatched
@@ -505,14 +511,10 @@ def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int
         moving = parts.begin(state, batch, step_key)
         return batch, moving, jax.random.split(moving.sample_key, sampler.num_steps)
 
-    def move(key, params, particles, sampler_state, hparams):
-        return sampler.transition(key, params, particles, sampler_state, hparams)
-
     def finish(state, batch, moving, particles, sampler_state, acceptances, last):
         info = last._replace(acceptance_rate=jnp.mean(jnp.stack(acceptances), axis=0))
         return parts.finish(state, batch, moving, particles, sampler_state, info)
 
-    mesh = None if state_sharding is None else state_sharding.step.mesh
     serial = mesh is not None and mesh.size > 1
 
     def dispatch(function):
@@ -521,9 +523,9 @@ def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int
         return lambda *args: jax.block_until_ready(function(*args))
 
     start_jit = dispatch(jax.jit(vmap(start, in_axes=(0, 0, None))))
-    move_jit = dispatch(jax.jit(vmap(move)))
+    move_jit = dispatch(jax.jit(vmap(sampler.transition)))
     finish_jit = dispatch(jax.jit(vmap(finish), donate_argnums=0,
-                                  out_shardings=None if mesh is None else
+                                  out_shardings=None if state_sharding is None else
                                   (state_sharding, NamedSharding(mesh, P()))))
 
     def train_loop(state, data):
@@ -704,8 +706,7 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
                        particle_step_size=particle_step_size)
     parts = make_step_parts(energy.energy_fn, objective, optimizer, sampler, restart,
                             gradient_scale, particles_per_step)
-    train_step = make_train_step(energy.energy_fn, objective, optimizer, sampler, restart,
-                                 gradient_scale, particles_per_step)
+    train_step = compose_train_step(parts, sampler)
     init = make_init(energy, optimizer, sampler, restart, num_particles, hparams, preprocess)
 
     example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
@@ -735,7 +736,7 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
     if sampler_loop == "host" and sampler is not None:
         train_loop = make_host_train_loop(
             parts, sampler, steps_per_call, streamed=streamed, batch_size=batch_size,
-            preprocess=preprocess, members=members, state_sharding=shardings)
+            preprocess=preprocess, members=members, mesh=mesh, state_sharding=shardings)
     else:
         train_loop = jax.jit(loop, in_shardings=(shardings, loop_sh),
                              out_shardings=(shardings, replicated), donate_argnums=0)

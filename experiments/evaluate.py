@@ -25,6 +25,7 @@ sampler temperature, so every metric uses E_θ/T.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -102,6 +103,7 @@ def image_energy_metrics(energies, test, particles, train=None, data_range=(0.0,
 
 EVAL_KEY = jax.random.key(20_261_124)  # dequantisation of held-out images and AIS: fixed across evaluations
 MAX_FRECHET_IMAGES = 2000  # particles (and real training images, for the floor) in the Fréchet distance
+MAX_CLASSIFIER_IMAGES = 50_000  # training images read for the classifier (and the floor)
 
 
 def held_out_images(config, dataset) -> np.ndarray:
@@ -122,14 +124,36 @@ def train_images(config, dataset, num: int) -> tuple[np.ndarray, np.ndarray | No
     return images, dataset.train.labels(index)
 
 
-def image_classifier_for(config, dataset):
-    """The classifier of the Fréchet distance and the class histogram, trained once on the
-    training split (on the model's scale) and cached in eval.classifier_dir; None for data
-    without class labels (CelebA) or with eval.classifier_steps = 0."""
+class ImageReference(NamedTuple):
+    """What every evaluation of an image run compares with, prepared once per run.
+
+    test: held-out images (`held_out_images`). train, train_labels: the first
+    MAX_CLASSIFIER_IMAGES training images on the model's scale and their labels (None
+    unlabelled). classifier: (params, info) of `image_classifier_for`, or None.
+    """
+
+    test: np.ndarray
+    train: np.ndarray
+    train_labels: np.ndarray | None
+    classifier: Any
+
+
+def image_reference(config, dataset) -> ImageReference:
+    """The held-out and training images on the model's scale and the classifier (trained or
+    loaded from the cache), once per run."""
+    test = held_out_images(config, dataset)
+    train, labels = train_images(config, dataset, MAX_CLASSIFIER_IMAGES)
+    return ImageReference(test, train, labels,
+                          image_classifier_for(config, dataset, train, labels, test))
+
+
+def image_classifier_for(config, dataset, images, labels, test):
+    """The classifier of the Fréchet distance and the class histogram, trained once on
+    `images` (training images on the model's scale) and cached in eval.classifier_dir, with
+    its accuracy on `test`; None for data without class labels (CelebA) or with
+    eval.classifier_steps = 0."""
     if dataset.num_classes is None or config.eval.classifier_steps == 0:
         return None
-    images, labels = train_images(config, dataset, len(dataset.train))
-    test = held_out_images(config, dataset)
     params, info = image_classifier.load_or_train_classifier(
         Path(config.eval.classifier_dir).expanduser(),
         f"{dataset.name}-{tuple(config.data.data_range)}", images, labels, dataset.num_classes,
@@ -138,7 +162,7 @@ def image_classifier_for(config, dataset):
     return params, info
 
 
-def image_metrics(config, dataset, model, params, particles, classifier) -> dict:
+def image_metrics(config, dataset, model, params, particles, reference: ImageReference) -> dict:
     """Metrics of an image EBM (all floats); model(params, x) = E_θ(x)/T for one image.
 
     * test_nll (nats, in x units on the box data_range^D) = mean E/T(test) + log Ẑ, with
@@ -155,7 +179,7 @@ def image_metrics(config, dataset, model, params, particles, classifier) -> dict
       particles' predicted classes q and the held-out labels p, class_max_fraction.
     """
     low, high = config.data.data_range
-    test = held_out_images(config, dataset)
+    test = reference.test
     dim = int(np.prod(test.shape[1:]))
     e = config.eval
     ais = evaluation.ais_log_partition(
@@ -172,9 +196,11 @@ def image_metrics(config, dataset, model, params, particles, classifier) -> dict
            "ais_ess_fraction": jnp.mean(ais.ess_fraction),
            "ais_acceptance": jnp.mean(ais.acceptance_rate),
            "ais_pooled_gap": ais.pooled_log_partition - ais.log_partition}
-    if classifier is not None and particles is not None:
-        num = min(len(particles), MAX_FRECHET_IMAGES)
-        real, _ = train_images(config, dataset, num)
+    if reference.classifier is not None and particles is not None:
+        classifier, info = reference.classifier
+        out["classifier_test_accuracy"] = info.get("test_accuracy", np.nan)
+        num = min(len(particles), MAX_FRECHET_IMAGES, len(reference.train))
+        real = reference.train[:num]
         sample = np.asarray(particles[:num], np.float32)
         out["frechet_distance"] = image_classifier.frechet_features_distance(
             classifier, sample, test)
@@ -198,23 +224,20 @@ def make_evaluator(config, dataset, energy_fn):
     grid = config.eval.grid_size
     model = temperature_scaled(energy_fn)
     scaled_energies = jax.jit(lambda params, x: evaluation.batched_energies(model, params, x))
-    classifier = []  # trained (or loaded) at the first evaluation, kept for the next
+    image_cache = []  # image runs: the ImageReference, prepared at the first evaluation
 
     def evaluate(params, particles, temperature: float) -> dict:
         params = (params, temperature)
         out = {}
         if dataset.manifold == "image":
-            if not classifier:
-                classifier.append(image_classifier_for(config, dataset))
-            params_and_info = classifier[0]
-            if params_and_info is not None:
-                out["classifier_test_accuracy"] = params_and_info[1].get("test_accuracy", np.nan)
-            out.update(image_metrics(config, dataset, model, params, particles,
-                                     params_and_info and params_and_info[0]))
+            if not image_cache:
+                image_cache.append(image_reference(config, dataset))
+            images = image_cache[0]
+            out.update(image_metrics(config, dataset, model, params, particles, images))
             out.update(image_energy_metrics(lambda x: scaled_energies(params, jnp.asarray(x)),
-                                     held_out_images(config, dataset), particles,
-                                     train_images(config, dataset, MAX_TRAIN_IMAGES)[0],
-                                     tuple(config.data.data_range)))
+                                            images.test, particles,
+                                            images.train[:MAX_TRAIN_IMAGES],
+                                            tuple(config.data.data_range)))
         elif dataset.manifold == "sphere":
             target, target_params = dataset.target_energy_fn, dataset.target_params
             reference = dataset.reference

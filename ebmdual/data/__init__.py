@@ -4,7 +4,6 @@ Synthetic tasks live in `ebmdual.data.synthetic`, the MNIST IDX reader in
 `ebmdual.data.mnist`.
 """
 
-import jax
 import numpy as np
 
 from ebmdual.data import images as image_data
