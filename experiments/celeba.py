@@ -12,12 +12,14 @@ Sized for an accelerator: N = 10000 particles in the replay buffer, B = 128 movi
 K = 40 ULA steps per train step at T = 1, clipped to [−1, 1].
 
 Run: python -m experiments.run --config=experiments/celeba.py --config.data.data_dir=DIR
+Tests and a first look: --config=experiments/celeba.py:tiny (`tiny_image_config`, seconds of CPU).
 """
 
-from experiments.defaults import base_config
+from experiments.defaults import base_config, tiny_image_config, with_variant
 
 
-def get_config():
+def get_config(variant: str = ""):
+    """variant: '' (the config above) or 'tiny' (`tiny_image_config`: seconds of CPU, for tests)."""
     config = base_config()
     data = config.data
     data.name = "celeb_a"
@@ -49,4 +51,4 @@ def get_config():
     train.checkpoint_every = 1000
     config.eval.ais_chains = 64
     config.eval.ais_temperatures = 1000
-    return config
+    return with_variant(config, variant, {"tiny": tiny_image_config})

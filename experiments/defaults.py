@@ -138,3 +138,41 @@ def base_config() -> ml_collections.ConfigDict:
     evaluation.classifier_dir = "~/.cache/ebmdual/classifiers"
     evaluation.classifier_steps = 1500
     return config
+
+
+def tiny_image_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The `:tiny` variant of an image config (`--config=experiments/mnist.py:tiny`): the
+    same task shrunk to seconds of CPU work, which the test suite runs end to end. A
+    2-layer ConvEnergy (4, 8), 256 train/test items, N = 256 particles of which 64 move 3
+    steps, 20 train steps, AIS with 8 chains × 10 temperatures × 2 repeats on 32 held-out
+    images, no classifier (eval.classifier_steps = 0)."""
+    config.data.num_train = 256
+    config.data.num_test = 256
+    config.data.batch_size = 64
+    config.model.conv_features = (4, 8)
+    config.sampler.num_particles = 256
+    config.sampler.particles_per_step = 64
+    config.sampler.num_steps = 3
+    train = config.train
+    train.num_steps = 20
+    train.log_every = 10
+    train.eval_every = 20
+    train.checkpoint_every = 20
+    e = config.eval
+    e.ais_chains = 8
+    e.ais_temperatures = 10
+    e.ais_repeats = 2
+    e.num_test_images = 32
+    e.classifier_steps = 0
+    return config
+
+
+def with_variant(config: ml_collections.ConfigDict, variant: str,
+                 variants: dict) -> ml_collections.ConfigDict:
+    """Applies the named variant of a config file (`--config=experiments/x.py:variant`); ''
+    is the config itself. An unknown name is a ValueError naming the known ones."""
+    if not variant:
+        return config
+    if variant not in variants:
+        raise ValueError(f"unknown config variant {variant!r}; known: {', '.join(variants)}")
+    return variants[variant](config)

@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from ebmdual.checkpoint import Checkpointer
 from ebmdual.data import get_dataset, stream
 from ebmdual.train import with_hyperparams
-from experiments import harness
-from experiments.evaluate import make_evaluator
+from experiments import harness, plots
+from experiments.evaluate import held_out_images, make_evaluator, temperature_scaled
 from experiments.registry import SWEPT_STATE_VALUES, build_trainer, state_values
 from experiments.validation import validate_config
 
@@ -195,6 +195,10 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
             metrics = evaluators[members[m].config.seed](
                 member_slice(params, m), member_slice(particles, m), float(temperature[m]))
             log.write({"kind": "eval", "member": int(m), "step": step, **metrics})
+        if member_datasets[0].manifold == "image" and jax.process_index() == 0:
+            plot_image_members(config, members, member_datasets, trainer, params, particles,
+                               temperature, active, workdir / "grid_samples.png",
+                               f"{workdir.name}, step {step}")
 
     def save(state, step, active):
         checkpoints.save(step, state, {"active": [bool(a) for a in active],
@@ -395,6 +399,20 @@ def spread_x_axis(ax, values) -> None:
     positive = [v for v in numbers if v > 0]
     if len(positive) >= 2 and max(positive) / min(positive) > 10 ** 1.5:
         ax.set_xscale("symlog", linthresh=min(positive))
+
+
+def plot_image_members(config, members, datasets, trainer, params, particles, temperature,
+                       active, path: Path, title: str) -> None:
+    """grid_samples.png of an image grid: every active member's particles side by side
+    (labelled with its swept values), beside the data, each over the histogram of its
+    particles' E/T against held-out images' (`plots.plot_image_samples`)."""
+    runs = [plots.ImageRun(", ".join(f"{k}={v}" for k, v in members[m].values.items()),
+                           (member_slice(params, m), float(temperature[m])),
+                           member_slice(particles, m))
+            for m in np.flatnonzero(active)]
+    plots.plot_image_samples(temperature_scaled(trainer.energy_fn), runs, datasets[0].test,
+                             held_out_images(config, datasets[0]), str(path),
+                             data_range=tuple(config.data.data_range), num=36, title=title)
 
 
 def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:

@@ -69,7 +69,7 @@ from ebmdual.data import get_dataset, stream
 from ebmdual.optim import learning_rates
 from ebmdual.train import with_hyperparams
 from experiments import plots
-from experiments.evaluate import make_evaluator, temperature_scaled
+from experiments.evaluate import held_out_images, make_evaluator, temperature_scaled
 from experiments.registry import build_trainer
 from experiments.validation import validate_config
 
@@ -582,8 +582,9 @@ class PreemptionFlag:
 
 def save_plots(dataset, trainer, params, particles, temperature: float, log: MetricsLog,
                workdir: Path, config=None) -> None:
-    """metrics.png, and samples.png for 2-D, S^2 and MNIST tasks (titled with the run's
-    name and swept values). particles: host arrays or None."""
+    """metrics.png, and samples.png for 2-D, S^2 and image tasks (titled with the run's
+    name and swept values; for images: particles beside data, and the histogram of their
+    energies against held-out images'). particles: host arrays or None."""
     title = plots.run_title(config, str(workdir)) if config is not None else None
     plots.plot_metrics(log.rows_of("train"), log.rows_of("eval"), str(workdir / "metrics.png"),
                        title=title)
@@ -592,9 +593,9 @@ def save_plots(dataset, trainer, params, particles, temperature: float, log: Met
     dim = dataset.train.shape[-1]
     samples = str(workdir / "samples.png")
     if dataset.manifold == "image":
-        data_range = tuple(config.data.data_range) if config is not None else (0.0, 1.0)
-        plots.plot_image_grid(particles, dataset.test, samples, data_range=data_range,
-                              title=title)
+        plots.plot_image_samples(model, [plots.ImageRun("particles", model_params, particles)],
+                                 dataset.test, held_out_images(config, dataset), samples,
+                                 data_range=tuple(config.data.data_range), title=title)
     elif dataset.manifold == "sphere" and dim == 3:
         plots.plot_samples_sphere(model, model_params, dataset.target_energy_fn,
                                   dataset.target_params, dataset.train, particles, samples,

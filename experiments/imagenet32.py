@@ -11,14 +11,17 @@ summarised by its total-variation distance to the validation labels' histogram.
 Sized for an accelerator, like experiments/celeba.py.
 
 Run: python -m experiments.run --config=experiments/imagenet32.py --config.data.data_dir=DIR
+Tests and a first look: --config=experiments/imagenet32.py:tiny (`tiny_image_config`, seconds of CPU).
 """
 
 from experiments import celeba
+from experiments.defaults import tiny_image_config, with_variant
 
 
-def get_config():
+def get_config(variant: str = ""):
+    """variant: '' (the config above) or 'tiny' (`tiny_image_config`: seconds of CPU, for tests)."""
     config = celeba.get_config()
     config.data.name = "imagenet32"
     config.data.num_train = 1_281_167
     config.data.num_test = 10_000
-    return config
+    return with_variant(config, variant, {"tiny": tiny_image_config})

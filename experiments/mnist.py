@@ -14,13 +14,15 @@ of a classifier trained here (not comparable to Inception FID) beside the same
 distance for real training images (its floor), and the particles' class histogram.
 
 Run: python -m experiments.run --config=experiments/mnist.py --config.data.path=../shared/data/mnist
+Tests and a first look: --config=experiments/mnist.py:tiny (`tiny_image_config`, seconds of CPU).
 The study of restart probabilities and temperatures on it: docs/results/mnist.md.
 """
 
-from experiments.defaults import base_config
+from experiments.defaults import base_config, tiny_image_config, with_variant
 
 
-def get_config():
+def get_config(variant: str = ""):
+    """variant: '' (the config above) or 'tiny' (`tiny_image_config`: seconds of CPU, for tests)."""
     config = base_config()
     data = config.data
     data.name = "mnist"
@@ -54,4 +56,4 @@ def get_config():
     config.eval.ais_chains = 32
     config.eval.ais_temperatures = 300
     config.eval.ais_repeats = 3
-    return config
+    return with_variant(config, variant, {"tiny": tiny_image_config})

@@ -1,5 +1,5 @@
 """PNG figures of a run: metric curves, samples with the learned density in 2-D and on S^2,
-and image grids (MNIST).
+and image samples beside data with their energy histograms (one column per run of a sweep).
 
 `plot_metrics` decides what to draw from the logged rows through pure helpers that
 the tests check without matplotlib: `select_panels` (which metrics get a panel, in
@@ -451,20 +451,39 @@ def as_image_batch(images, data_range=(0.0, 1.0), shape=None) -> np.ndarray:
     return images[..., None] if images.ndim == 3 else images
 
 
-def plot_image_grid(particles, data, path: str, data_range=(0.0, 1.0), num: int = 64,
-                    title: str | None = None, shape=None) -> None:
-    """Particles beside data images, each a grid of up to `num` images, grey or colour,
-    from the low (black) to the high end (white) of data_range; values outside it are
-    clipped in the picture and counted in the panel's title. particles: model-space
-    floats (n, H, W, C), or None for objectives without a sampler; data: uint8 or floats."""
+class ImageRun(NamedTuple):
+    """One column of `plot_image_samples`: a label (e.g. "restart_prob=0"), the model's
+    parameters as `model` takes them, and its particles (model-space floats (n, H, W, C),
+    or None for objectives without a sampler)."""
+
+    label: str
+    params: object
+    particles: object
+
+
+def plot_image_samples(model, runs: Sequence[ImageRun], data, held_out, path: str,
+                       data_range=(0.0, 1.0), num: int = 64, title: str | None = None,
+                       shape=None, bins: int = 40) -> None:
+    """Data images and each run's particles side by side (restarted and persistent chains
+    of a sweep next to each other), and under each run the histogram of E/T of its
+    particles against E/T of `held_out` images under the same model.
+
+    model(params, x) -> E/T for one image; data: images shown in the first column (uint8
+    or model-space floats); held_out: (n, H, W, C) model-space floats. Pixels run from the
+    low (black) to the high end (white) of data_range; values outside it are clipped in
+    the picture and counted in the panel's title. The histograms share their bins and mark
+    each mean: a gap between the two means is `test_energy_gap` of the evaluation.
+    """
     cols = int(math.ceil(math.sqrt(num)))
-    groups = [("particles", particles), ("data", data)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6), layout="constrained")
-    for ax, (name, images) in zip(axes, groups):
+    width = 1 + len(runs)
+    fig, axes = plt.subplots(2, width, figsize=(4.6 * width, 8.2), squeeze=False,
+                             height_ratios=(1.25, 0.75), layout="constrained")
+    panels = [("data", data)] + [(run.label, run.particles) for run in runs]
+    for ax, (name, images) in zip(axes[0], panels):
         ax.set_xticks([])
         ax.set_yticks([])
         if images is None:
-            ax.set_title(f"no {name} (objective without a sampler)", fontsize=10)
+            ax.set_title(f"{name}: no particles\n(objective without a sampler)", fontsize=9)
             ax.set_frame_on(False)
             continue
         images = as_image_batch(images, data_range, shape)[:num]
@@ -476,9 +495,32 @@ def plot_image_grid(particles, data, path: str, data_range=(0.0, 1.0), num: int 
         else:
             ax.imshow(np.nan_to_num(mosaic, nan=1.0), interpolation="nearest")
         low, high = data_range
-        clipped = (f", {outside:.1%} of pixels outside [{low:g}, {high:g}]"
-                   if outside or name == "particles" else "")
-        ax.set_title(f"{name}: {len(images)} shown{clipped}", fontsize=10)
+        clipped = (f"\n{outside:.1%} of pixels outside [{low:g}, {high:g}]"
+                   if outside or name != "data" else "")
+        ax.set_title(f"{name}: {len(images)} shown{clipped}", fontsize=9)
+    axes[1][0].set_axis_off()
+    axes[1][0].text(0.0, 0.5, "below each run: E/T of its particles\nagainst E/T of "
+                    f"{len(held_out)} held-out images\nunder that run's model (nats)",
+                    fontsize=9, va="center")
+    held_out = jnp.asarray(held_out, jnp.float32)
+    for ax, run in zip(axes[1][1:], runs):
+        test_energy = np.asarray(batched_energies(model, run.params, held_out))
+        series = [("held-out images", test_energy, "tab:blue")]
+        if run.particles is not None:
+            series.append(("particles", np.asarray(batched_energies(
+                model, run.params, jnp.asarray(run.particles, jnp.float32))), "tab:orange"))
+        finite = np.concatenate([e[np.isfinite(e)] for _, e, _ in series])
+        edges = np.histogram_bin_edges(finite, bins=bins) if finite.size else bins
+        for label, energy, colour in series:
+            energy = energy[np.isfinite(energy)]
+            ax.hist(energy, bins=edges, density=True, alpha=0.55, color=colour,
+                    label=f"{label} (mean {energy.mean():.4g})" if energy.size else label)
+            if energy.size:
+                ax.axvline(energy.mean(), color=colour, lw=1)
+        ax.set_xlabel("E/T [nats]")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+        ax.set_title(run.label, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

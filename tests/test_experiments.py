@@ -47,15 +47,7 @@ def tiny(config, num_steps=40):
     else:
         config.data.batch_size = 64
         config.model.hidden_sizes = (16, 16)
-    if config.model.name == "conv":
-        config.model.conv_features = (4, 8)
-        config.sampler.particles_per_step = 64
-        config.sampler.num_steps = 3
-        config.eval.ais_chains = 8
-        config.eval.ais_temperatures = 10
-        config.eval.ais_repeats = 2
-        config.eval.num_test_images = 32
-        config.eval.classifier_steps = 0
+    assert config.model.name != "conv", "image configs: get_config('tiny')"
     return config
 
 
@@ -124,7 +116,8 @@ def resume_case(name, tmp_path):
     from tests.test_mnist import fake_mnist
 
     fake_mnist(tmp_path / "mnist", n=400)  # streamed uint8 batches
-    config = tiny(mnist.get_config(), num_steps=60)
+    config = mnist.get_config("tiny")
+    config.train.num_steps = 60
     config.data.path = str(tmp_path / "mnist")
     config.data.num_train, config.data.num_test = 256, 64
     config.sampler.num_particles = 64
@@ -336,7 +329,7 @@ def test_mnist_config_runs_on_idx_files(tmp_path):
     from tests.test_mnist import fake_mnist
 
     fake_mnist(tmp_path / "mnist", n=400)
-    config = tiny(mnist.get_config(), num_steps=20)
+    config = mnist.get_config("tiny")
     config.data.path = str(tmp_path / "mnist")
     config.data.num_train, config.data.num_test = 256, 64
     config.sampler.num_particles = 64
@@ -354,6 +347,30 @@ def test_cli_missing_dataset_file_is_one_clear_line(tmp_path):
 
 # ----------------------------------------------------------------------------- image configs
 
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte").exists() and
+                    not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+                    reason="the real MNIST test set is not at ../shared/data/mnist")
+def test_cli_mnist_tiny_variant_runs_on_real_mnist(tmp_path):
+    """`--config=experiments/mnist.py:tiny` on the real MNIST files, from the command line:
+    trains the conv energy, evaluates bits/dim and writes the samples with their energy
+    histogram."""
+    workdir = tmp_path / "run"
+    result = _python(["--config=experiments/mnist.py:tiny", f"--config.data.path={SHARED_MNIST}",
+                      f"--workdir={workdir}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = [json.loads(line) for line in read_lines(workdir)][-1]
+    assert final["kind"] == "eval" and final["step"] == 20
+    assert 0 < final["test_bits_per_dim"] < 8.5 and (workdir / "samples.png").exists()
+
+
+def test_cli_unknown_config_variant_is_one_clear_line(tmp_path):
+    result = _python(["--config=experiments/mnist.py:huge", f"--workdir={tmp_path / 'run'}"])
+    assert result.returncode != 0 and "unknown config variant 'huge'; known: tiny" in result.stderr
+
+
 @pytest.mark.parametrize("name", ["celeba", "imagenet32"])
 def test_image_config_runs_end_to_end_on_mock_tfds(name, tmp_path):
     """The CelebA and ImageNet 32×32 configs train, evaluate (AIS bits/dim; the classifier
@@ -362,7 +379,7 @@ def test_image_config_runs_end_to_end_on_mock_tfds(name, tmp_path):
 
     from tests.test_image_data import mock_tfds
 
-    config = tiny(importlib.import_module(f"experiments.{name}").get_config(), num_steps=20)
+    config = importlib.import_module(f"experiments.{name}").get_config("tiny")
     config.data.data_dir = str(tmp_path / "tfds")  # exists; the mock ignores its content
     (tmp_path / "tfds").mkdir()
     config.sampler.num_particles = 64

@@ -223,20 +223,30 @@ def test_plot_samples_sphere_writes_png(tmp_path, with_particles):
     assert_png(tmp_path / "s.png")
 
 
+def quadratic_image_energy(scale, x):
+    return scale * jnp.sum(x * x)
+
+
 @pytest.mark.parametrize("with_particles", [True, False])
-def test_plot_image_grid_writes_png(tmp_path, with_particles):
+def test_plot_image_samples_writes_png(tmp_path, with_particles):
     rng = np.random.default_rng(2)
-    data = rng.integers(0, 256, (20, 784), dtype=np.uint8)
-    particles = rng.normal(0.3, 0.5, (70, 784)).astype(np.float32) if with_particles else None
-    plots.plot_image_grid(particles, data, str(tmp_path / "samples.png"), shape=(28, 28))
+    data = rng.integers(0, 256, (20, 28, 28, 1), dtype=np.uint8)
+    held_out = rng.uniform(0, 1, (30, 28, 28, 1)).astype(np.float32)
+    particles = rng.normal(0.3, 0.5, (70, 28, 28, 1)).astype(np.float32) if with_particles else None
+    runs = [plots.ImageRun("restart_prob=0", 1.0, particles),
+            plots.ImageRun("restart_prob=1", 2.0, particles)]
+    plots.plot_image_samples(quadratic_image_energy, runs, data, held_out,
+                             str(tmp_path / "samples.png"))
     assert_png(tmp_path / "samples.png")
 
 
-def test_plot_image_grid_writes_colour_png(tmp_path):
+def test_plot_image_samples_writes_colour_png(tmp_path):
     rng = np.random.default_rng(3)
     data = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    held_out = rng.uniform(-1, 1, (10, 32, 32, 3)).astype(np.float32)
     particles = rng.uniform(-1.2, 1.2, (30, 32, 32, 3)).astype(np.float32)
-    plots.plot_image_grid(particles, data, str(tmp_path / "samples.png"), data_range=(-1, 1))
+    plots.plot_image_samples(quadratic_image_energy, [plots.ImageRun("run", 0.5, particles)],
+                             data, held_out, str(tmp_path / "samples.png"), data_range=(-1, 1))
     assert_png(tmp_path / "samples.png")
 
 

@@ -240,7 +240,8 @@ def test_failed_start_does_not_poison_the_workdir(tmp_path):
     from experiments import mnist
     from tests.test_mnist import fake_mnist
 
-    config = tiny(mnist.get_config(), num_steps=10)
+    config = mnist.get_config("tiny")
+    config.train.num_steps = 10
     config.data.num_train, config.data.num_test = 256, 64
     config.sampler.num_particles = 64
     config.data.path = str(tmp_path / "nowhere")
