@@ -164,10 +164,20 @@ class GridFeed:
         return self.trainer.put(self._read(step, self.chunk)) if self.streamed else self.resident
 
 
+class GridRun(NamedTuple):
+    """What a session of a grid returns: the metrics rows (all members), whether it trained
+    any step (False for a grid finished before it), and its evaluations' wall-clock
+    seconds and count (all members of one evaluation are one count)."""
+
+    rows: list
+    trained: bool
+    evaluation_seconds: float
+    evaluations: int
+
+
 def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = True,
-                resume_hint: str | None = None) -> tuple[list[dict], bool]:
-    """Train every member in one compiled program; returns the metrics rows (all members)
-    and whether this session trained any step (False for a grid finished before it)."""
+                resume_hint: str | None = None) -> GridRun:
+    """Train every member in one compiled program (`GridRun`)."""
     train_cfg = config.train
     keys = sorted({k for m in members for k in m.values})
     datasets, run_keys = {}, []
@@ -188,7 +198,7 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
     checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
     grid_step = make_grid_step(trainer.train_loop, train_cfg.max_energy_gap)
 
-    def evaluate(state, step, active):
+    def evaluate_members(state, step, active):
         params, particles = harness.host_copy(state.params), harness.host_copy(state.particles)
         temperature = harness.host_copy(state.hparams["temperature"])
         for m in np.flatnonzero(active):
@@ -199,6 +209,8 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
             plot_image_members(config, members, member_datasets, trainer, params, particles,
                                temperature, active, workdir / "grid_samples.png",
                                f"{workdir.name}, step {step}")
+
+    evaluate = harness.TimedEvaluator(evaluate_members)
 
     def save(state, step, active):
         checkpoints.save(step, state, {"active": [bool(a) for a in active],
@@ -263,7 +275,7 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
                     f"Resume with: {resume_hint or 'the same command'}")
         bar.close()
     checkpoints.close()
-    return log.rows, trained
+    return GridRun(log.rows, trained, evaluate.seconds, evaluate.calls)
 
 
 # ----------------------------------------------------------------------------- programs
@@ -278,11 +290,10 @@ def program_groups(members: list[Member], fixed_keys: list[str]) -> list[list[Me
 
 
 def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
-                 progress: bool = True, resume_hint: str | None = None
-                 ) -> tuple[list[dict], bool]:
+                 progress: bool = True, resume_hint: str | None = None) -> GridRun:
     """One vmapped program per group of `program_groups`, in workdir/programs/NNN; the
-    rows come back with the members' grid indices, and whether any program trained."""
-    rows, any_trained = [], False
+    rows come back with the members' grid indices (`GridRun`, summed over programs)."""
+    rows, any_trained, eval_seconds, evals = [], False, 0.0, 0
     for number, group in enumerate(program_groups(members, fixed_keys)):
         shown = {k: group[0].values[k] for k in fixed_keys}
         print(f"--- program {number}: {shown}, {len(group)} members")
@@ -290,14 +301,17 @@ def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
         program_dir = workdir / "programs" / f"{number:03d}"
         program_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        program_rows, trained = run_vmapped(group[0].config, local, program_dir, progress,
-                                            resume_hint)
-        rows += [{**row, "member": group[row["member"]].index} for row in program_rows]
-        if trained:  # a program finished before this session only re-reports: no time
+        run = run_vmapped(group[0].config, local, program_dir, progress, resume_hint)
+        rows += [{**row, "member": group[row["member"]].index} for row in run.rows]
+        if run.trained:  # a program finished before this session only re-reports: no time
             add_wall_time(program_dir / "timing.json", time.perf_counter() - start,
-                          values=shown, members=len(group))
-        any_trained |= trained
-    return rows, any_trained
+                          values=shown, members=len(group),
+                          evaluation_seconds_last_session=run.evaluation_seconds,
+                          evaluations_last_session=run.evaluations)
+        any_trained |= run.trained
+        eval_seconds += run.evaluation_seconds
+        evals += run.evaluations
+    return GridRun(rows, any_trained, eval_seconds, evals)
 
 
 def add_wall_time(path: Path, seconds: float, **info) -> float:
@@ -528,10 +542,11 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
         groups = len(program_groups(members, fixed))
         print(f"{', '.join(fixed)} change array shapes or the program: {len(members)} members "
               f"as {groups} compiled programs, one after another")
-        rows, trained = run_programs(members, fixed, workdir, progress, resume_hint)
+        run = run_programs(members, fixed, workdir, progress, resume_hint)
     else:
         print(f"{len(members)} members as one compiled program")
-        rows, trained = run_vmapped(config, members, workdir, progress, resume_hint)
+        run = run_vmapped(config, members, workdir, progress, resume_hint)
+    rows, trained = run.rows, run.trained
     seconds = time.perf_counter() - start
     write_results_csv(workdir / "results.csv", members, rows, keys)
     table = format_table(members, rows, keys, command)
@@ -539,7 +554,9 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
     mode = f"{groups} programs" if fixed else "one program"
     if trained or not (workdir / "timing.json").exists():
         total = add_wall_time(workdir / "timing.json", seconds, mode=mode,
-                              members=len(members))
+                              members=len(members),
+                              evaluation_seconds_last_session=run.evaluation_seconds,
+                              evaluations_last_session=run.evaluations)
         print(f"{len(members)} members, {mode}: {seconds:.1f} s this session, "
               f"{total:.1f} s in all")
     else:

@@ -684,6 +684,27 @@ def report_damaged(step: int, aside: Path, error: Exception) -> None:
         f"moved aside to {aside}")
 
 
+class TimedEvaluator:
+    """An `evaluate` that adds up its wall-clock seconds and calls, for summary.json's
+    seconds per evaluation and per train step. Timings stay out of metrics.jsonl, whose
+    lines are identical between a resumed and a straight run."""
+
+    def __init__(self, evaluate):
+        self.evaluate, self.seconds, self.calls = evaluate, 0.0, 0
+        self.seconds_at_start = 0.0  # set when the train loop starts its clock
+
+    @property
+    def seconds_since_start(self) -> float:
+        return self.seconds - self.seconds_at_start
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        out = self.evaluate(*args)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
 def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir, config) -> Position:
     """The newest readable checkpoint, or a fresh state (evaluated and saved as step 0)."""
     restored = checkpoints.restore_latest(trainer.abstract_state, report=report_damaged)
@@ -859,12 +880,14 @@ def _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evalua
     train_cfg = config.train
     log = MetricsLog(workdir / "metrics.jsonl", enabled=primary)
     checkpoints = Checkpointer(workdir / "checkpoints", train_cfg.keep_checkpoints)
+    evaluate = TimedEvaluator(evaluate)
     try:
         position = start_or_resume(checkpoints, trainer,
                                    lambda: trainer.init(run_key, feed.init_data()),
                                    evaluate, log, workdir, config)
         num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
         first_step, start, latest = position.step, time.perf_counter(), {}
+        evaluate.seconds_at_start = evaluate.seconds
         feed.start(position.step)
         # Signals only set a flag until this function returns: during the loop they stop it
         # at the next chunk boundary with a checkpoint; after it, the finished run completes.
@@ -917,7 +940,7 @@ def _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evalua
             finally:
                 bar.close()  # before any message: not on the bar's line
             seconds = time.perf_counter() - start
-            summary = summarize(position, log, trainer, seconds, first_step)
+            summary = summarize(position, log, trainer, seconds, first_step, evaluate)
             params, particles = host_copy(position.state.params), host_copy(position.state.particles)
             if primary:
                 save_plots(dataset, trainer, params, particles, summary["temperature"], log,
@@ -929,13 +952,23 @@ def _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evalua
             checkpoints.close()
 
 
-def summarize(position: Position, log: MetricsLog, trainer, seconds: float, first_step: int) -> dict:
-    """summary.json: steps, speed of this session, T, devices, rollbacks, first and last evaluation."""
+def summarize(position: Position, log: MetricsLog, trainer, seconds: float, first_step: int,
+              evaluate: TimedEvaluator) -> dict:
+    """summary.json: steps, speed of this session, T, devices, rollbacks, first and last
+    evaluation. seconds_this_session runs from the first train step on (a fresh run's
+    step-0 evaluation is before it); seconds_per_train_step_this_session leaves out the
+    evaluations (and includes the first call's compilation); seconds_per_evaluation_this_
+    session is the mean over this session's evaluations, step 0's included."""
     evals = log.rows_of("eval")
     trained = position.step - first_step
+    train_seconds = seconds - evaluate.seconds_since_start
     return {
         "steps": position.step, "seconds_this_session": seconds,
         "steps_per_second_this_session": trained / seconds if trained else None,
+        "seconds_per_train_step_this_session": train_seconds / trained if trained else None,
+        "evaluations_this_session": evaluate.calls,
+        "seconds_per_evaluation_this_session": (evaluate.seconds / evaluate.calls
+                                                if evaluate.calls else None),
         "temperature": float(host_copy(position.state.hparams["temperature"])),
         "devices": f"{trainer.mesh.size} x {jax.devices()[0].platform}"
                    + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
