@@ -26,9 +26,9 @@ Models
   convolutions of stride 2 halving the resolution, then a linear read-out. No
   normalisation layer that couples samples (batch norm would make E(x) depend on
   the other images of the batch); optional spectral normalisation of every layer.
-  Layer choice measured on XLA CPU (docs/performance.md): strided convolutions, no
-  transposed ones, and `ebmdual.train`'s host loop, since convolutions in a loop
-  body run 2-3× slower there.
+  Its stride-2 layers are `StridedConv`: nn.Conv's function and parameters computed
+  through space-to-depth, because XLA's CPU backend runs the input gradient of a
+  strided convolution slowly (docs/performance.md, `benchmarks/conv_layers.py`).
 """
 
 from __future__ import annotations
@@ -125,12 +125,65 @@ class MLPEnergy(nn.Module):
         return out + 0.5 * jnp.sum(x * x, axis=-1) / self.base_std ** 2
 
 
+def space_to_depth(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) with H, W even -> (B, H/2, W/2, 4C); channel order (row parity,
+    column parity, c)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+class StridedConv(nn.Module):
+    """A k×k convolution of stride 2 with 'SAME' padding: the function and the parameters
+    (kernel (k, k, C, O), lecun-normal; bias (O,), zeros) of
+    `nn.Conv(features, (k, k), strides=(2, 2))`, k even.
+
+    Computed as zero padding, `space_to_depth`, and a (k/2)×(k/2) stride-1 'VALID'
+    convolution with the kernel rearranged to (k/2, k/2, 4C, O):
+
+        y[i, j] = Σ_{a, b < k} W[a, b] · x_pad[2i + a, 2j + b]
+                = Σ_{a', b' < k/2} W'[a', b'] · s2d(x_pad)[i + a', j + b'].
+
+    Why: its input gradient is then a stride-1 convolution instead of the dilated one of a
+    strided convolution, which XLA's CPU backend runs slowly. ∇ₓE of the MNIST ConvEnergy
+    takes 35 ms instead of 40 ms for 128 images on 2 cores (`benchmarks/conv_layers.py`,
+    docs/performance.md). x: (H, W, C) or (B, H, W, C).
+    """
+
+    features: int
+    kernel_size: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        if k % 2:
+            raise ValueError(f"StridedConv needs an even kernel size, got {k}")
+        unbatched = x.ndim == 3
+        x = x[None] if unbatched else x
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k, k, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        pads = [jax.lax.padtype_to_pads((size,), (k,), (2,), "SAME")[0] for size in x.shape[1:3]]
+        # an odd padded size: one more zero row/column, which no output reads
+        pads = [(low, high + (size + low + high) % 2) for (low, high), size in zip(pads, x.shape[1:3])]
+        x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        half = k // 2
+        w = kernel.reshape(half, 2, half, 2, channels, self.features).transpose(0, 2, 1, 3, 4, 5)
+        y = jax.lax.conv_general_dilated(space_to_depth(x), w.reshape(half, half, 4 * channels,
+                                                                      self.features),
+                                         (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = y + bias
+        return y[0] if unbatched else y
+
+
 class ConvEnergy(nn.Module):
     """E(x) for one image x (H, W, C): a swish CNN with a scalar linear output.
 
     features = (c_0, c_1, …, c_L): a 3×3 convolution to c_0 channels at full resolution,
     then for each c_l (l ≥ 1) a 4×4 convolution of stride 2 to c_l channels ('SAME'
-    padding: 28 → 14 → 7 → 4), swish after each, then Dense(1) on the flattened map.
+    padding: 28 → 14 → 7 → 4; `StridedConv`, named Conv_l as nn.Conv would be), swish
+    after each, then Dense(1) on the flattened map.
     spectral_norm: wrap every layer in `flax.linen.SpectralNorm` with
     `power_iterations` steps of power iteration per call, started from the stored
     random vector (never updated: E stays a pure function of its parameters, and the
@@ -149,8 +202,8 @@ class ConvEnergy(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nn.swish(self._layer(nn.Conv(self.features[0], (3, 3)), x))
-        for width in self.features[1:]:
-            h = nn.swish(self._layer(nn.Conv(width, (4, 4), strides=(2, 2)), h))
+        for i, width in enumerate(self.features[1:], start=1):
+            h = nn.swish(self._layer(StridedConv(width, 4, name=f"Conv_{i}"), h))
         return self._layer(nn.Dense(1), jnp.ravel(h))[0]
 
 

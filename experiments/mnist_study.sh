@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sweep() { name=$1; shift; python -m experiments.sweep "$@" --workdir="workdirs/$name"; }
 declare -A GRIDS=(
-  # restart probability at T = 1: persistent chains, rare restarts, CD-K from data
-  [mnist-restart]="--config=experiments/mnist.py --sweep=train.restart_prob=0,0.05,1 --seeds=1"
+  # restart probability at T = 1: persistent chains, rare and frequent restarts, CD-K from data
+  [mnist-restart]="--config=experiments/mnist.py --sweep=train.restart_prob=0,0.05,0.3,1 --seeds=2"
   # the literature's sampler (IGEBM, JEM, the UvA tutorial: step 10, noise 0.005, so
   # T = 0.005²/(2·10) = 1.25e-6, per-pixel gradient clamp 0.03), p = 0.05, against T = 1 above
   [mnist-literature]="--config=experiments/mnist.py --config.sampler.step_size=10 --config.sampler.temperature=1.25e-6 --config.sampler.grad_clamp=0.03 --sweep=train.restart_prob=0.05 --seeds=1"

@@ -165,6 +165,32 @@ def test_conv_energy_is_per_image_and_shapes_follow_the_strides(key, spectral_no
     assert dense["kernel"].shape == (4 * 4 * 8, 1)
 
 
+@pytest.mark.parametrize("shape", [(28, 28, 1), (14, 14, 16), (7, 7, 8), (32, 32, 3), (7, 9, 2)])
+def test_strided_conv_is_flax_strided_conv(shape):
+    """StridedConv (space-to-depth, then a stride-1 convolution) has nn.Conv's parameters
+    (same names, shapes and initial values) and computes the same function and input
+    gradient, to float32 rounding, for even and odd sizes."""
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.key(1), (3, *shape))
+    ours, flax_conv = energies.StridedConv(5, 4), nn.Conv(5, (4, 4), strides=(2, 2))
+    params = ours.init(jax.random.key(0), x)
+    reference = flax_conv.init(jax.random.key(0), x)
+    assert jax.tree.all(jax.tree.map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
+                                     params, reference))
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.apply(params, x[0]), flax_conv.apply(params, x[0]),
+                               rtol=1e-5, atol=1e-5)
+
+    def input_grad(module):
+        return jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(params, x))))(x)
+
+    np.testing.assert_allclose(input_grad(ours), input_grad(flax_conv), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="even kernel size"):
+        energies.StridedConv(5, 3).init(jax.random.key(0), x)
+
+
 def test_as_energy_passes_pairs_and_rejects_others(key):
     """(init, energy_fn) pairs and Energy values pass through; anything else raises.
     (Modules: test_shallow_init_unit_rows_and_initial_weight.)"""

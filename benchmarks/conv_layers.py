@@ -1,0 +1,228 @@
+"""Where the image step's time goes on XLA CPU: each layer of the MNIST ConvEnergy, and
+two rewrites of its strided convolutions, against eager PyTorch in the same process.
+
+    python -m benchmarks.conv_layers                       (pip install -e '.[bench]' for torch)
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce python -m benchmarks.conv_layers
+
+Rows (batch B = 128, float32, median of --repeats timed calls after a warm-up call that
+compiles, each ended by `jax.block_until_ready`; torch on the CPU is synchronous):
+
+* one row per layer of `ConvEnergy(features=(16, 32, 64, 64))` on 28×28×1 images: the
+  layer and its swish alone, `lax.conv_general_dilated` in NHWC/HWIO (flax's layout) and
+  NCHW/OIHW, forward and forward + ∇ of the summed output w.r.t. the layer's input;
+  PyTorch `conv2d` + `silu` forward (no_grad) and forward + `autograd.grad`.
+* the whole network, ∇ₓ Σ E(x):
+  - `ConvEnergy`: `jax.vmap(jax.grad(E))` of the module, as `ebmdual.samplers` does; its
+    stride-2 layers are `energies.StridedConv` (pad → space-to-depth → 2×2 stride-1
+    convolution with the same weights rearranged, so the input gradient is a stride-1
+    convolution, not a dilated one);
+  - `strided`: the same parameters with the stride-2 layers as plain strided
+    convolutions (`nn.Conv(..., strides=(2, 2))`, what ConvEnergy used before);
+  - `im2col`: every convolution as shifted slices concatenated, then one matrix multiply;
+  - PyTorch eager with the same weights.
+  Both alternatives are checked against ConvEnergy's gradient (1e-5 relative) before
+  timing.
+
+XLA_FLAGS is read when JAX starts: run the module once per flag setting to compare (the
+flags in effect are printed). Threads: XLA and torch both use every core of the process
+(--threads restricts the process's CPU affinity first, as benchmarks.image_step does).
+Results and their reading: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+LAYERS = ((28, 1, 16, 3, 1), (28, 16, 32, 4, 2), (14, 32, 64, 4, 2), (7, 64, 64, 4, 2))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="cores to use (0: all)")
+    parser.add_argument("--torch", type=int, default=1, help="0: JAX rows only")
+    return parser.parse_args(argv)
+
+
+def median_ms(fn, *args, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """XLA's 'SAME' padding (low, high) of one spatial axis."""
+    from jax import lax
+
+    return tuple(lax.padtype_to_pads((size,), (kernel,), (stride,), "SAME")[0])
+
+
+def padded_space_to_depth(x, pad):
+    """`ebmdual.energies.space_to_depth` of x zero-padded by `pad` on both spatial axes (an
+    odd padded size gets one more zero row, which no output reads)."""
+    import jax.numpy as jnp
+
+    from ebmdual.energies import space_to_depth
+
+    low, high = pad
+    high += (x.shape[1] + low + high) % 2
+    return space_to_depth(jnp.pad(x, ((0, 0), (low, high), (low, high), (0, 0))))
+
+
+def depth_kernel(kernel):
+    """A (4, 4, C, O) stride-2 kernel as the (2, 2, 4C, O) kernel of space-to-depth."""
+    c = kernel.shape[2]
+    return kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
+
+
+def conv(x, kernel, strides, padding):
+    from jax import lax
+
+    return lax.conv_general_dilated(x, kernel, strides, padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def im2col_conv(x, kernel, pad):
+    """A stride-1 convolution as shifted slices concatenated and one matrix multiply."""
+    import jax.numpy as jnp
+
+    k = kernel.shape[0]
+    x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    rows, cols = x.shape[1] - k + 1, x.shape[2] - k + 1
+    patches = jnp.concatenate([x[:, i:i + rows, j:j + cols] for i in range(k) for j in range(k)],
+                              axis=-1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def rewritten_energy(params, x, layer):
+    """Batched E(x) (B,) of ConvEnergy's parameters with its stride-2 layers computed as
+    layer = 'strided' (`lax.conv_general_dilated` with stride 2, i.e. `nn.Conv`) or
+    'im2col' (space-to-depth, then shifted slices and one matrix multiply)."""
+    import flax.linen as nn
+
+    p = params["params"]
+    first = p["Conv_0"]
+    if layer == "im2col":
+        h = im2col_conv(x, first["kernel"], (1, 1))
+    else:
+        h = conv(x, first["kernel"], (1, 1), "SAME")
+    h = nn.swish(h + first["bias"])
+    for i in range(1, len(LAYERS)):
+        weights = p[f"Conv_{i}"]
+        if layer == "im2col":
+            stacked = padded_space_to_depth(h, same_padding(h.shape[1], 4, 2))
+            h = im2col_conv(stacked, depth_kernel(weights["kernel"]), (0, 0))
+        else:
+            h = conv(h, weights["kernel"], (2, 2), "SAME")
+        h = nn.swish(h + weights["bias"])
+    h = h.reshape(h.shape[0], -1)
+    return (h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])[:, 0]
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ebmdual.energies import ConvEnergy
+
+    cores = len(os.sched_getaffinity(0))
+    torch = None
+    if args.torch:
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(cores)
+    print(f"jax {jax.__version__}, {cores} cores, B = {args.batch}, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+          + (f", torch {torch.__version__}" if torch else ""))
+    reps = args.repeats
+    header = ("layer", "jax fwd", "jax fwd+∇x", "NCHW fwd", "NCHW fwd+∇x", "torch fwd",
+              "torch fwd+∇x", "∇x ratio")
+    print("\nms per call; ∇x ratio = JAX NHWC fwd+∇x ÷ torch fwd+∇x")
+    print(" | ".join(header))
+    for size, cin, cout, k, stride in LAYERS:
+        key_x, key_w = jax.random.split(jax.random.key(size * 1000 + cout))
+        x = jax.random.normal(key_x, (args.batch, size, size, cin))
+        w = 0.1 * jax.random.normal(key_w, (k, k, cin, cout))
+
+        def layer(x, w, numbers=("NHWC", "HWIO", "NHWC")):
+            return jax.nn.swish(jax.lax.conv_general_dilated(
+                x, w, (stride, stride), "SAME", dimension_numbers=numbers))
+
+        def nchw(x, w):
+            return layer(x, w, ("NCHW", "OIHW", "NCHW"))
+
+        fwd = jax.jit(layer)
+        grad = jax.jit(jax.grad(lambda x, w: layer(x, w).sum()))
+        x_c, w_c = jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(w, (3, 2, 0, 1))
+        fwd_c = jax.jit(nchw)
+        grad_c = jax.jit(jax.grad(lambda x, w: nchw(x, w).sum()))
+        row = [median_ms(fwd, x, w, repeats=reps), median_ms(grad, x, w, repeats=reps),
+               median_ms(fwd_c, x_c, w_c, repeats=reps), median_ms(grad_c, x_c, w_c, repeats=reps)]
+        if torch:
+            tx = torch.tensor(np.asarray(x_c), requires_grad=True)
+            tw = torch.tensor(np.asarray(w_c))
+            pad = (k - 1) // 2 if stride == 1 else 1
+
+            def torch_fwd():
+                return F.silu(F.conv2d(tx, tw, stride=stride, padding=pad))
+
+            def torch_grad():
+                return torch.autograd.grad(torch_fwd().sum(), tx)[0]
+
+            with torch.no_grad():
+                row.append(median_ms(torch_fwd, repeats=reps))
+            row.append(median_ms(torch_grad, repeats=reps))
+            row.append(row[1] / row[5])
+        name = f"{size}×{size} {cin}→{cout} k{k} s{stride}"
+        print(" | ".join([name] + [f"{v:.2f}" for v in row]))
+
+    module = ConvEnergy(features=(16, 32, 64, 64))
+    images = jax.random.uniform(jax.random.key(1), (args.batch, 28, 28, 1))
+    params = module.init(jax.random.key(0), images[0])
+    flax_grad = jax.jit(jax.vmap(jax.grad(lambda xi: module.apply(params, xi))))
+    reference = np.asarray(flax_grad(images))
+    scale = np.abs(reference).max()
+    rows = [("ConvEnergy", flax_grad)]
+    for layer in ("strided", "im2col"):
+        rewritten = jax.jit(jax.grad(
+            lambda x, layer=layer: rewritten_energy(params, x, layer).sum()))
+        error = np.abs(np.asarray(rewritten(images)) - reference).max() / scale
+        if error > 1e-5:
+            raise SystemExit(f"{layer}: ∇x differs from the flax energy's by {error:.2g} "
+                             "(relative): not timed")
+        rows.append((layer, rewritten))
+    print("\nwhole network, ∇x Σ E(x), ms per call")
+    times = {name: median_ms(fn, images, repeats=reps) for name, fn in rows}
+    if torch:
+        from benchmarks.torch_image_peer import (TorchConvEnergy, energy_gradient,
+                                                 load_flax_params, nhwc_to_nchw)
+
+        net = load_flax_params(TorchConvEnergy(features=(16, 32, 64, 64)), params)
+        timages = nhwc_to_nchw(images)
+
+        def torch_input_grad():
+            return energy_gradient(net, timages)
+
+        times["torch eager"] = median_ms(torch_input_grad, repeats=reps)
+    for name, ms in times.items():
+        ratio = f"  ({ms / times['torch eager']:.2f}× torch)" if "torch eager" in times else ""
+        print(f"{name:>16}: {ms:7.2f}{ratio}")
+
+
+if __name__ == "__main__":
+    main()
