@@ -26,10 +26,11 @@ declare -A GRIDS=(
   # 3. Samplers that get the mode weights right (docs/results/mode_weights.md)
   [mixture4-flow]="--config=experiments/mixture4_flow.py --sweep=train.restart_prob=0 --seeds=5"
   [mixture4-jarzynski]="--config=experiments/mixture4_jarzynski.py --sweep=train.restart_prob=0 --seeds=5"
+  [mixture4-jarzynski-n1e4]="--config=experiments/mixture4_jarzynski.py --config.sampler.num_particles=10000 --seeds=5"
 )
 ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps teacher teacher-lr teacher-n1e5 study-p study-neuron-step
        study-particle-step study-regime study-best-p mixture4 mixture4-sm mixture4-flow
-       mixture4-jarzynski)
+       mixture4-jarzynski mixture4-jarzynski-n1e4)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -n "${GRIDS[$name]:-}" ]] || { echo "unknown grid $name; one of: ${ORDER[*]}" >&2; exit 2; }
   echo "=== $name"

@@ -50,6 +50,44 @@ def test_weighted_walkers_follow_a_moving_gaussian_while_unweighted_ones_lag():
     assert resampled > 0  # the path is long enough that the threshold is crossed
 
 
+def bimodal_energy(weight, x):
+    """E(x) = −log[(1 − w) N(x; (−2.5, 0), 0.3²I) + w N(x; (2.5, 0), 0.3²I)] + const:
+    two modes 25 nats of barrier apart, the right one of mass w."""
+    means = jnp.array([[-2.5, 0.0], [2.5, 0.0]])
+    logits = jnp.log(jnp.stack([1.0 - weight, weight]))
+    return -jax.scipy.special.logsumexp(logits - jnp.sum((x - means) ** 2, 1) / (2 * 0.3 ** 2))
+
+
+def test_weights_carry_a_changing_mode_weight_that_no_walker_crosses():
+    """θ is not learned: the right mode's mass w goes from 0.5 to 0.9 over 600 steps of ULA
+    (h = 0.01, 5 moves per step) started at exact samples of w = 0.5. No walker crosses the
+    barrier, so the unweighted fraction stays at its start; the weighted fraction
+    Σ w_i 1[x_i right] matches w within 4 standard errors (self-normalised IS error
+    √Σ w_i²(1_i − f)²) at every checkpoint. The training runs of docs/results/mode_weights.md
+    rely on exactly this."""
+    n, steps = 2000, 600
+    sampler = jarzynski(bimodal_energy, num_steps=5, ess_threshold=0.5)
+    key = jax.random.key(3)
+    right = jax.random.bernoulli(key, 0.5, (n,))
+    x = (jnp.stack([jnp.where(right, 2.5, -2.5), jnp.zeros(n)], 1)
+         + 0.3 * jax.random.normal(jax.random.key(4), (n, 2)))
+    start = int(jnp.sum(right))
+    state = sampler.init(key, jnp.float32(0.5), x)
+    hparams = {"particle_step_size": jnp.float32(0.01), "temperature": jnp.float32(1.0)}
+    step = jax.jit(lambda k, w, x, s: sampler.step(k, w, x, s, hparams))
+    for t in range(1, steps + 1):
+        target = 0.5 + 0.4 * t / steps
+        x, state, info = step(jax.random.fold_in(key, t), jnp.float32(target), x, state)
+        if t % 150 == 0:
+            on_right = np.asarray(x[:, 0] > 0, np.float64)
+            w = np.asarray(info.weights, np.float64)
+            fraction = float(np.sum(w * on_right))
+            se = float(np.sqrt(np.sum(w ** 2 * (on_right - fraction) ** 2)))
+            assert abs(fraction - target) < 4 * se, (t, fraction, target, se)
+            assert on_right.sum() == start  # nobody crossed: the weights did all the work
+            assert abs(on_right.mean() - target) > 10 * se or t < 300
+
+
 def test_weights_remove_the_ula_bias_at_a_fixed_target():
     """At a large step (h = 0.5 on N(0, 1)) ULA's stationary variance is 1/(1 − h/2) = 4/3;
     the weighted variance is 1 within 4 standard errors."""
