@@ -22,6 +22,9 @@ compiles, each ended by `jax.block_until_ready`; torch on the CPU is synchronous
   - PyTorch eager with the same weights.
   Both alternatives are checked against ConvEnergy's gradient (1e-5 relative) before
   timing.
+* a grid: ∇ₓ of --members ConvEnergy members (B/2 images each) vmapped over their stacked
+  parameters, as one `experiments.sweep` program would run them, against the same
+  members one at a time (what `experiments.sweep` does for conv energies on CPU).
 
 XLA_FLAGS is read when JAX starts: run the module once per flag setting to compare (the
 flags in effect are printed). Threads: XLA and torch both use every core of the process
@@ -45,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="cores to use (0: all)")
     parser.add_argument("--torch", type=int, default=1, help="0: JAX rows only")
+    parser.add_argument("--members", type=int, default=8,
+                        help="grid members of the last row (each with batch/2 images)")
     return parser.parse_args(argv)
 
 
@@ -222,6 +227,23 @@ def main(argv=None) -> None:
     for name, ms in times.items():
         ratio = f"  ({ms / times['torch eager']:.2f}× torch)" if "torch eager" in times else ""
         print(f"{name:>16}: {ms:7.2f}{ratio}")
+
+    # A grid of M members vmapped over their parameters: each convolution gets per-member
+    # kernels, which XLA lowers to one grouped convolution (feature_group_count = M).
+    members, per_member = args.members, args.batch // 2
+    stacked = jax.vmap(lambda k: module.init(k, images[0]))(
+        jax.random.split(jax.random.key(2), members))
+    grid_images = jax.random.uniform(jax.random.key(3), (members, per_member, 28, 28, 1))
+    member_grad = jax.vmap(jax.grad(lambda xi, p: module.apply(p, xi)), in_axes=(0, None))
+    vmapped = jax.jit(jax.vmap(member_grad))
+    one = jax.jit(member_grad)
+    first = jax.tree.map(lambda leaf: leaf[0], stacked)
+    grouped = vmapped.lower(grid_images, stacked).as_text().count("feature_group_count")
+    together = median_ms(vmapped, grid_images, stacked, repeats=reps)
+    alone = members * median_ms(one, grid_images[0], first, repeats=reps)
+    print(f"\n{members} members × {per_member} images, ∇x of ConvEnergy, ms: vmapped over "
+          f"members {together:.1f} (grouped convolutions in its HLO: {grouped}); one member "
+          f"at a time × {members}: {alone:.1f}; ratio {together / alone:.2f}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ from ebmdual.data import get_dataset, stream
 from ebmdual.train import with_hyperparams
 from experiments import harness, plots
 from experiments.evaluate import held_out_images, make_evaluator, temperature_scaled
-from experiments.registry import SWEPT_STATE_VALUES, build_trainer, state_values
+from experiments.registry import (SWEPT_STATE_VALUES, build_trainer,
+                                  members_share_program, state_values)
 from experiments.validation import validate_config
 
 GRID_FILE = "grid.json"
@@ -166,13 +167,27 @@ class GridFeed:
 
 class GridRun(NamedTuple):
     """What a session of a grid returns: the metrics rows (all members), whether it trained
-    any step (False for a grid finished before it), and its evaluations' wall-clock
-    seconds and count (all members of one evaluation are one count)."""
+    any step (False for a grid finished before it), its evaluations' wall-clock seconds
+    and count (all members of one evaluation are one count), and for image data the final
+    particles (`ImagePanels`, process 0 only)."""
 
     rows: list
     trained: bool
     evaluation_seconds: float
     evaluations: int
+    images: "ImagePanels | None" = None
+
+
+class ImagePanels(NamedTuple):
+    """The final particles of an image grid's members, for `plots.plot_image_samples`:
+    model(params, x) = E/T, runs (one `plots.ImageRun` per active member, labelled with
+    its values), the data shown beside them and the held-out images of the histograms."""
+
+    model: Any
+    runs: list
+    data: Any
+    held_out: Any
+    data_range: tuple
 
 
 def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = True,
@@ -205,10 +220,6 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
             metrics = evaluators[members[m].config.seed](
                 member_slice(params, m), member_slice(particles, m), float(temperature[m]))
             log.write({"kind": "eval", "member": int(m), "step": step, **metrics})
-        if member_datasets[0].manifold == "image" and jax.process_index() == 0:
-            plot_image_members(config, members, member_datasets, trainer, params, particles,
-                               temperature, active, workdir / "grid_samples.png",
-                               f"{workdir.name}, step {step}")
 
     evaluate = harness.TimedEvaluator(evaluate_members)
 
@@ -275,7 +286,10 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
                     f"Resume with: {resume_hint or 'the same command'}")
         bar.close()
     checkpoints.close()
-    return GridRun(log.rows, trained, evaluate.seconds, evaluate.calls)
+    images = None
+    if member_datasets[0].manifold == "image" and jax.process_index() == 0:
+        images = image_panels(config, members, member_datasets[0], trainer, state, active)
+    return GridRun(log.rows, trained, evaluate.seconds, evaluate.calls, images)
 
 
 # ----------------------------------------------------------------------------- programs
@@ -293,7 +307,7 @@ def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
                  progress: bool = True, resume_hint: str | None = None) -> GridRun:
     """One vmapped program per group of `program_groups`, in workdir/programs/NNN; the
     rows come back with the members' grid indices (`GridRun`, summed over programs)."""
-    rows, any_trained, eval_seconds, evals = [], False, 0.0, 0
+    rows, any_trained, eval_seconds, evals, images = [], False, 0.0, 0, None
     for number, group in enumerate(program_groups(members, fixed_keys)):
         shown = {k: group[0].values[k] for k in fixed_keys}
         print(f"--- program {number}: {shown}, {len(group)} members")
@@ -311,7 +325,10 @@ def run_programs(members: list[Member], fixed_keys: list[str], workdir: Path,
         any_trained |= run.trained
         eval_seconds += run.evaluation_seconds
         evals += run.evaluations
-    return GridRun(rows, any_trained, eval_seconds, evals)
+        if run.images is not None:
+            images = run.images if images is None else images._replace(
+                runs=images.runs + run.images.runs)
+    return GridRun(rows, any_trained, eval_seconds, evals, images)
 
 
 def add_wall_time(path: Path, seconds: float, **info) -> float:
@@ -415,18 +432,23 @@ def spread_x_axis(ax, values) -> None:
         ax.set_xscale("symlog", linthresh=min(positive))
 
 
-def plot_image_members(config, members, datasets, trainer, params, particles, temperature,
-                       active, path: Path, title: str) -> None:
-    """grid_samples.png of an image grid: every active member's particles side by side
-    (labelled with its swept values), beside the data, each over the histogram of its
-    particles' E/T against held-out images' (`plots.plot_image_samples`)."""
+def image_panels(config, members, dataset, trainer, state, active) -> ImagePanels:
+    """`ImagePanels` of the active members of a grid's final state."""
+    params, particles = harness.host_copy(state.params), harness.host_copy(state.particles)
+    temperature = harness.host_copy(state.hparams["temperature"])
     runs = [plots.ImageRun(", ".join(f"{k}={v}" for k, v in members[m].values.items()),
                            (member_slice(params, m), float(temperature[m])),
                            member_slice(particles, m))
             for m in np.flatnonzero(active)]
-    plots.plot_image_samples(temperature_scaled(trainer.energy_fn), runs, datasets[0].test,
-                             held_out_images(config, datasets[0]), str(path),
-                             data_range=tuple(config.data.data_range), num=36, title=title)
+    return ImagePanels(temperature_scaled(trainer.energy_fn), runs, dataset.test,
+                       held_out_images(config, dataset), tuple(config.data.data_range))
+
+
+def plot_image_panels(panels: ImagePanels, path: Path, title: str) -> None:
+    """grid_samples.png: every member's final particles side by side, beside the data, each
+    over the histogram of its particles' E/T against held-out images'."""
+    plots.plot_image_samples(panels.model, panels.runs, panels.data, panels.held_out, str(path),
+                             data_range=panels.data_range, num=36, title=title)
 
 
 def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:
@@ -505,9 +527,19 @@ def plot_grid(members, rows, keys, workdir: Path, title: str) -> None:
 
 # ----------------------------------------------------------------------------- entry point
 
+PROGRAMS = ("auto", "one", "per_member")
+
+
 def run_grid(config, sweeps: dict, seeds: list[int], workdir, command: str = "",
-             progress: bool = True, title: str = "grid") -> str:
-    """Run the grid (one program when possible) and write its reports; returns table.md."""
+             progress: bool = True, title: str = "grid", programs: str = "auto") -> str:
+    """Run the grid and write its reports; returns table.md.
+
+    programs: 'one' runs the members as one vmapped program (shape-changing keys still
+    split it), 'per_member' one program per member, one after another, and 'auto' picks
+    per_member where `registry.members_share_program` says vmapping is slower (conv
+    energies on CPU), one otherwise."""
+    if programs not in PROGRAMS:
+        raise ValueError(f"programs={programs!r}: expected one of {', '.join(PROGRAMS)}")
     workdir = Path(workdir)
     members = grid_members(config, sweeps, seeds)
     for member in members:
@@ -519,14 +551,16 @@ def run_grid(config, sweeps: dict, seeds: list[int], workdir, command: str = "",
     lock = harness.WorkdirLock(workdir)
     lock.acquire()  # one grid per workdir: a second sweep on it is refused with the pid
     try:
+        separate = programs == "per_member" or (programs == "auto"
+                                                 and not members_share_program(config))
         return _run_locked(config, sweeps, members, keys, workdir, grid_file, description,
-                           command, progress, title)
+                           command, progress, title, separate)
     finally:
         lock.release()
 
 
 def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, command,
-                progress, title) -> str:
+                progress, title, separate: bool) -> str:
     if grid_file.exists():
         try:
             stored = json.loads(grid_file.read_text())["members"]
@@ -538,7 +572,14 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
     harness.write_atomic(grid_file, json.dumps(description, indent=2))
     start = time.perf_counter()
     fixed, resume_hint = shape_changing_keys(sweeps), command or None
-    if fixed:
+    if len(members) > 1 and separate:
+        fixed = keys  # every member its own program
+        groups = len(members)
+        print(f"{len(members)} members as {groups} compiled programs, one after another "
+              "(--programs=per_member, the default for convolutional energies on CPU, which "
+              "run 3× slower vmapped over members: docs/performance.md)")
+        run = run_programs(members, fixed, workdir, progress, resume_hint)
+    elif fixed:
         groups = len(program_groups(members, fixed))
         print(f"{', '.join(fixed)} change array shapes or the program: {len(members)} members "
               f"as {groups} compiled programs, one after another")
@@ -563,4 +604,6 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
         print(f"{len(members)} members, {mode}: finished before this session; reports "
               f"rewritten, wall time in timing.json unchanged")
     plot_grid(members, rows, keys, workdir, title)
+    if run.images is not None:
+        plot_image_panels(run.images, workdir / "grid_samples.png", f"{title}: final particles")
     return table
