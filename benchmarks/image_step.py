@@ -14,7 +14,7 @@ as_uint8=True)`), or random uint8 images with --data=random (timing does not dep
 the pixels).
 
 Rows (each the median of timed calls after one warm-up call that compiles):
-1. ∇ₓE of 128 images: `jax.jit` of the vmapped gradient (`samplers.energy_gradients`);
+1. ∇ₓE of B images: `jax.jit` of the vmapped gradient (`samplers.energy_gradients`);
    PyTorch eager, `torch.autograd.grad` of E(x).sum() w.r.t. x.
 2. One Langevin step on 128 particles: `jax.jit(samplers.ula(...).transition)`, its output
    fed back as the next input; PyTorch eager (`torch_image_peer.langevin_step`);
@@ -420,7 +420,7 @@ def main(argv=None):
 
     rows = []
     ms, first = results["grad ebmdual"]
-    rows.append(("1. ∇ₓE, 128 images", "ebmdual jax.jit(vmap(grad))", f"{ms:.1f}", "",
+    rows.append((f"1. ∇ₓE, {args.batch} images", "ebmdual jax.jit(vmap(grad))", f"{ms:.1f}", "",
                  ratio(ms, "grad torch"), f"{first:.1f}"))
     if "grad torch" in results:
         ms, first = results["grad torch"]
