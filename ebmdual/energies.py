@@ -146,7 +146,7 @@ class StridedConv(nn.Module):
 
     Why: its input gradient is then a stride-1 convolution instead of the dilated one of a
     strided convolution, which XLA's CPU backend runs slowly. ∇ₓE of the MNIST ConvEnergy
-    takes 35 ms instead of 40 ms for 128 images on 2 cores (`benchmarks/conv_layers.py`,
+    takes 34 ms instead of 38 ms for 128 images on 2 cores (`benchmarks/conv_layers.py`,
     docs/performance.md). x: (H, W, C) or (B, H, W, C).
     """
 

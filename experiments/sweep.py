@@ -56,7 +56,7 @@ def _parse_flags_or_exit(argv):
                                        "one: the members as one vmapped program; per_member: "
                                        "one program per member, one after another; auto: "
                                        "per_member for convolutional energies on CPU "
-                                       "(3x faster there), one otherwise."))
+                                       "(3-4x faster there), one otherwise."))
         remaining = flags.FLAGS(argv)
         holders.config.value.keys()  # a config file that failed to load raises when read
     except Exception as error:  # noqa: BLE001 - config files can raise anything
