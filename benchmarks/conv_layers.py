@@ -65,31 +65,6 @@ def median_ms(fn, *args, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """XLA's 'SAME' padding (low, high) of one spatial axis."""
-    from jax import lax
-
-    return tuple(lax.padtype_to_pads((size,), (kernel,), (stride,), "SAME")[0])
-
-
-def padded_space_to_depth(x, pad):
-    """`ebmdual.energies.space_to_depth` of x zero-padded by `pad` on both spatial axes (an
-    odd padded size gets one more zero row, which no output reads)."""
-    import jax.numpy as jnp
-
-    from ebmdual.energies import space_to_depth
-
-    low, high = pad
-    high += (x.shape[1] + low + high) % 2
-    return space_to_depth(jnp.pad(x, ((0, 0), (low, high), (low, high), (0, 0))))
-
-
-def depth_kernel(kernel):
-    """A (4, 4, C, O) stride-2 kernel as the (2, 2, 4C, O) kernel of space-to-depth."""
-    c = kernel.shape[2]
-    return kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
-
-
 def conv(x, kernel, strides, padding):
     from jax import lax
 
@@ -115,6 +90,8 @@ def rewritten_energy(params, x, layer):
     'im2col' (space-to-depth, then shifted slices and one matrix multiply)."""
     import flax.linen as nn
 
+    from ebmdual.energies import depth_kernel, space_to_depth
+
     p = params["params"]
     first = p["Conv_0"]
     if layer == "im2col":
@@ -125,8 +102,7 @@ def rewritten_energy(params, x, layer):
     for i in range(1, len(LAYERS)):
         weights = p[f"Conv_{i}"]
         if layer == "im2col":
-            stacked = padded_space_to_depth(h, same_padding(h.shape[1], 4, 2))
-            h = im2col_conv(stacked, depth_kernel(weights["kernel"]), (0, 0))
+            h = im2col_conv(space_to_depth(h, 4), depth_kernel(weights["kernel"]), (0, 0))
         else:
             h = conv(h, weights["kernel"], (2, 2), "SAME")
         h = nn.swish(h + weights["bias"])

@@ -125,12 +125,26 @@ class MLPEnergy(nn.Module):
         return out + 0.5 * jnp.sum(x * x, axis=-1) / self.base_std ** 2
 
 
-def space_to_depth(x: jax.Array) -> jax.Array:
-    """(B, H, W, C) with H, W even -> (B, H/2, W/2, 4C); channel order (row parity,
-    column parity, c)."""
+def space_to_depth(x: jax.Array, kernel_size: int) -> jax.Array:
+    """x (B, H, W, C) zero-padded as a k×k stride-2 'SAME' convolution pads it, then
+    rearranged to (B, ⌈H'/2⌉, ⌈W'/2⌉, 4C), channel order (row parity, column parity, c).
+    An odd padded size gets one more zero row/column, which no output reads."""
+    pads = [jax.lax.padtype_to_pads((size,), (kernel_size,), (2,), "SAME")[0]
+            for size in x.shape[1:3]]
+    pads = [(low, high + (size + low + high) % 2) for (low, high), size in zip(pads, x.shape[1:3])]
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     b, h, w, c = x.shape
     x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+def depth_kernel(kernel: jax.Array) -> jax.Array:
+    """A (k, k, C, O) stride-2 kernel as the (k/2, k/2, 4C, O) stride-1 kernel that acts on
+    `space_to_depth`'s output: W'[a', b'][(p, q, c)] = W[2a' + p, 2b' + q, c]."""
+    k, _, c, o = kernel.shape
+    half = k // 2
+    return kernel.reshape(half, 2, half, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(
+        half, half, 4 * c, o)
 
 
 class StridedConv(nn.Module):
@@ -138,8 +152,8 @@ class StridedConv(nn.Module):
     (kernel (k, k, C, O), lecun-normal; bias (O,), zeros) of
     `nn.Conv(features, (k, k), strides=(2, 2))`, k even.
 
-    Computed as zero padding, `space_to_depth`, and a (k/2)×(k/2) stride-1 'VALID'
-    convolution with the kernel rearranged to (k/2, k/2, 4C, O):
+    Computed as `space_to_depth` (after the 'SAME' zero padding) and a (k/2)×(k/2)
+    stride-1 'VALID' convolution with the kernel rearranged by `depth_kernel`:
 
         y[i, j] = Σ_{a, b < k} W[a, b] · x_pad[2i + a, 2j + b]
                 = Σ_{a', b' < k/2} W'[a', b'] · s2d(x_pad)[i + a', j + b'].
@@ -164,15 +178,8 @@ class StridedConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (k, k, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        pads = [jax.lax.padtype_to_pads((size,), (k,), (2,), "SAME")[0] for size in x.shape[1:3]]
-        # an odd padded size: one more zero row/column, which no output reads
-        pads = [(low, high + (size + low + high) % 2) for (low, high), size in zip(pads, x.shape[1:3])]
-        x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-        half = k // 2
-        w = kernel.reshape(half, 2, half, 2, channels, self.features).transpose(0, 2, 1, 3, 4, 5)
-        y = jax.lax.conv_general_dilated(space_to_depth(x), w.reshape(half, half, 4 * channels,
-                                                                      self.features),
-                                         (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.lax.conv_general_dilated(space_to_depth(x, k), depth_kernel(kernel), (1, 1),
+                                         "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         y = y + bias
         return y[0] if unbatched else y
 
