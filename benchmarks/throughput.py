@@ -174,7 +174,8 @@ def check_against_fused(config, data, key) -> tuple[float, float]:
     manifold = "sphere"
     energy = as_energy(registry.ENERGIES[config.model.name](config))
     energy_fn = energy.energy_fn
-    sampler = registry.SAMPLERS[config.sampler.name](config, energy_fn, manifold)
+    sampler = registry.SAMPLERS[config.sampler.name](config, energy_fn, manifold,
+                                                     data.shape[1:])
     objective = registry.OBJECTIVES[config.train.loss](config, energy_fn, manifold)
     optimizer = registry.OPTIMIZERS[config.optim.name](config)
 

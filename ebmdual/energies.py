@@ -214,6 +214,28 @@ class ConvEnergy(nn.Module):
         return self._layer(nn.Dense(1), jnp.ravel(h))[0]
 
 
+def tilted(energy: "Energy", flow) -> "Energy":
+    """The energy of an EBM tilted by a normalizing flow, p ∝ q_φ · exp(−E_θ):
+
+        E(x) = E_θ(x) − log q_φ(x),    params = {'energy': θ, 'flow': φ}.
+
+    `energy`: an `Energy` (or anything `as_energy` takes); `flow`: an
+    `ebmdual.flows.Flow` on R^d, started at N(0, I). Trained by maximum likelihood, θ and
+    φ move together; flow-MCMC proposes from q_φ itself (`flow_mcmc(model_flow=...)`).
+    """
+    energy = as_energy(energy)
+
+    def init(key, example):
+        energy_key, flow_key = jax.random.split(key)
+        return {"energy": energy.init(energy_key, example), "flow": flow.init(flow_key)}
+
+    def energy_fn(params, x):
+        return (energy.energy_fn(params["energy"], x)
+                - flow.log_prob(params["flow"], x[None])[0])
+
+    return Energy(init=init, energy_fn=energy_fn)
+
+
 def make_energy_fn(module: nn.Module) -> EnergyFn:
     """energy_fn(params, x) = module.apply(params, x): x (d,) -> scalar."""
 

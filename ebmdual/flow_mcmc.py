@@ -22,23 +22,40 @@ the forward KL to the chains (maximum likelihood on their current states) plus
 The flow follows p_θ as θ changes, so the global moves keep carrying walkers across
 energy barriers that local moves never cross.
 
+Tilted variant (`model_flow`): the model itself is p_{θ,φ} ∝ q_φ · exp(−E_θ), an
+energy E = E_θ − log q_φ whose parameters hold φ (`ebmdual.energies.tilted`; Grenioux
+et al. tilt the EBM by its companion flow). `model_flow(params)` returns φ; the global
+proposal is then the model's own base, so the IMH ratio reduces to
+exp(−(E_θ(Y) − E_θ(X))) at T = 1, and the sampler trains no flow of its own: the
+maximum-likelihood step of the train state moves θ and φ together,
+∇_φ = E_data[∇_φ log q_φ] − E_chains[∇_φ log q_φ]. flow_loss is still logged
+(−mean log q_φ of the chains).
+
 State (replicated; no leaf has a particle axis): {'flow': φ, 'flow_opt': optax
 state, 'local': MALA state (the adapted log step scale, or ())}. It is a field of
-the train state, so the flow is checkpointed and sharded with the run.
+the train state, so the flow is checkpointed and sharded with the run. Tilted, the
+state is {'local': ...} only: φ is a part of the model's parameters.
 Metrics (`SamplerInfo.extra`): global_acceptance (fraction of chains that moved in
 the global step), local_acceptance (MALA), flow_loss (forward-KL part, nats), and
 adapted_step_size when adapting. `acceptance_rate` is the global one.
 
-Particles: (N, d) arrays, d = flow.dim. The global moves are written here,
+Particles: one array (N, *shape) with prod(shape) = flow.dim (images are flattened for
+the flow, moved in their own shape). `support=(low, high)`: the target is exp(−E/T)
+restricted to the box [low, high]^D (images on their data range): proposals outside it,
+global or local, are refused. The global moves are written here,
 vectorised over chains (one batched flow call per cycle): BlackJAX's `irmh` works
 one chain at a time and has no i-SIR; the local moves are BlackJAX's MALA.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from typing import Callable
 
 from ebmdual.flows import Flow
 from ebmdual.losses import batched_energies
@@ -47,6 +64,22 @@ from ebmdual.samplers import Sampler, SamplerInfo, mala
 __all__ = ["flow_mcmc", "independent_mh", "iterated_sir", "GLOBAL_MOVES"]
 
 GLOBAL_MOVES = ("imh", "isir")
+
+
+def flat(x: jax.Array) -> jax.Array:
+    """(N, *shape) -> (N, prod(shape)): particles as the flow's vectors."""
+    return x.reshape(x.shape[0], -1)
+
+
+def box_restricted(energy_fn, low: float, high: float):
+    """E on [low, high]^D, +inf outside: exp(−E) restricted to the box. Its gradient
+    inside is ∇E; a proposal outside has log-density −inf and is refused."""
+
+    def restricted(params, x):
+        inside = jnp.all((x >= low) & (x <= high))
+        return jnp.where(inside, energy_fn(params, x), jnp.inf)
+
+    return restricted
 
 
 def independent_mh(key, x, log_target_x, log_q_x, proposal, log_target_y, log_q_y):
@@ -77,13 +110,23 @@ def iterated_sir(key, x, log_target_x, log_q_x, proposals, log_target_y, log_q_y
     return take(candidates), take(log_target), take(log_q), choice > 0
 
 
-def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformation, *,
+def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformation | None, *,
               num_cycles: int = 1, global_move: str = "imh", num_proposals: int = 2,
               local_steps: int = 1, target_acceptance: float | None = 0.6,
               adaptation_rate: float = 0.05, flow_steps: int = 1,
-              reverse_kl_weight: float = 0.0, reverse_kl_samples: int = 256) -> Sampler:
+              reverse_kl_weight: float = 0.0, reverse_kl_samples: int = 256,
+              model_flow: Callable | None = None,
+              support: tuple[float, float] | None = None) -> Sampler:
     """The flow-MCMC sampler: global flow moves interleaved with local MALA, flow trained
-    on the chains after every train step. See the module docstring."""
+    on the chains after every train step. See the module docstring.
+
+    model_flow: None, or (params -> φ) for the tilted variant, where the flow is the base
+    of the model (`ebmdual.energies.tilted`) and is trained with it, not here
+    (`flow_optimizer`, `flow_steps` and `reverse_kl_weight` are then unused).
+    support: None (R^D), or (low, high): the target lives on [low, high]^D.
+    """
+    if support is not None:
+        energy_fn = box_restricted(energy_fn, *support)
     if global_move not in GLOBAL_MOVES:
         raise ValueError(f"global_move={global_move!r}: expected one of {GLOBAL_MOVES}")
     if global_move == "isir" and num_proposals < 1:
@@ -99,47 +142,54 @@ def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformatio
 
     def init(key, params, particles):
         del params
-        if particles.ndim != 2 or particles.shape[1] != flow.dim:
-            raise ValueError(f"flow_mcmc moves (N, {flow.dim}) particles, got "
-                             f"{particles.shape}")
+        if not isinstance(particles, jax.Array) or math.prod(particles.shape[1:]) != flow.dim:
+            raise ValueError(f"flow_mcmc moves one array of particles (N, ...) with "
+                             f"{flow.dim} numbers each, got "
+                             f"{jax.tree.map(jnp.shape, particles)}")
+        local_state = local.init(key, None, particles)
+        if model_flow is not None:
+            return {"local": local_state}
         flow_params = flow.init(key)
         return {"flow": flow_params, "flow_opt": flow_optimizer.init(flow_params),
-                "local": local.init(key, None, particles)}
+                "local": local_state}
 
     def global_step(key, params, flow_params, x, temperature):
         n = x.shape[0]
         log_target_x = log_target(params, x, temperature)
-        log_q_x = flow.log_prob(flow_params, x)
+        log_q_x = flow.log_prob(flow_params, flat(x))
         if draws == 0:  # i-SIR with M = 1: the only candidate is the current state
             return x, jnp.zeros((n,), bool)
         draw_key, choose_key = jax.random.split(key)
         y, log_q_y = flow.sample_and_log_prob(flow_params, draw_key, n * draws)
+        y = y.reshape((n * draws,) + x.shape[1:])
         log_target_y = log_target(params, y, temperature)
         if global_move == "imh":
             x, _, _, moved = independent_mh(choose_key, x, log_target_x, log_q_x, y,
                                             log_target_y, log_q_y)
         else:
             x, _, _, moved = iterated_sir(
-                choose_key, x, log_target_x, log_q_x, y.reshape(n, draws, -1),
+                choose_key, x, log_target_x, log_q_x, y.reshape((n, draws) + x.shape[1:]),
                 log_target_y.reshape(n, draws), log_q_y.reshape(n, draws))
         return x, moved
 
     def flow_loss(flow_params, params, x, key, temperature):
-        forward = -jnp.mean(flow.log_prob(flow_params, jax.lax.stop_gradient(x)))
+        forward = -jnp.mean(flow.log_prob(flow_params, flat(jax.lax.stop_gradient(x))))
         if reverse_kl_weight == 0.0:
             return forward, forward
         y, log_q_y = flow.sample_and_log_prob(flow_params, key, reverse_kl_samples)
+        y = y.reshape((reverse_kl_samples,) + x.shape[1:])
         reverse = jnp.mean(log_q_y - log_target(jax.lax.stop_gradient(params), y, temperature))
         return forward + reverse_kl_weight * reverse, forward
 
     def step(key, params, particles, state, hparams):
         temperature = hparams["temperature"]
         cycle_keys = jax.random.split(key, num_cycles + 1)
+        proposal = model_flow(params) if model_flow is not None else state["flow"]
 
         def cycle(carry, cycle_key):
             x, local_state = carry
             global_key, local_key = jax.random.split(cycle_key)
-            x, moved = global_step(global_key, params, state["flow"], x, temperature)
+            x, moved = global_step(global_key, params, proposal, x, temperature)
             local_acceptance, local_extra = jnp.ones((), jnp.float32), {}
             if local_steps:
                 x, local_state, info = local.step(local_key, params, x, local_state, hparams)
@@ -157,15 +207,20 @@ def flow_mcmc(energy_fn, flow: Flow, flow_optimizer: optax.GradientTransformatio
             updates, opt_state = flow_optimizer.update(grads, opt_state, flow_params)
             return (optax.apply_updates(flow_params, updates), opt_state), forward
 
-        (flow_params, flow_opt), losses = jax.lax.scan(
-            flow_update, (state["flow"], state["flow_opt"]),
-            jax.random.split(cycle_keys[-1], flow_steps))
+        if model_flow is None:
+            (flow_params, flow_opt), losses = jax.lax.scan(
+                flow_update, (state["flow"], state["flow_opt"]),
+                jax.random.split(cycle_keys[-1], flow_steps))
+            new_state = {"flow": flow_params, "flow_opt": flow_opt, "local": local_state}
+            logged_loss = losses[-1] if flow_steps else jnp.float32(jnp.nan)
+        else:
+            new_state = {"local": local_state}
+            logged_loss = -jnp.mean(flow.log_prob(proposal, flat(particles)))
         global_acceptance = jnp.mean(moved)
         extra = {"global_acceptance": global_acceptance,
                  "local_acceptance": jnp.mean(local_acceptance),
-                 "flow_loss": losses[-1] if flow_steps else jnp.float32(jnp.nan),
+                 "flow_loss": logged_loss,
                  **{k: v[-1] for k, v in local_extra.items()}}  # MALA's, after the last cycle
-        new_state = {"flow": flow_params, "flow_opt": flow_opt, "local": local_state}
         return particles, new_state, SamplerInfo(acceptance_rate=global_acceptance, extra=extra)
 
     return Sampler(init=init, step=step)

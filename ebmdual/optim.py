@@ -101,16 +101,37 @@ def _is_injected(node) -> bool:
 def injected_hyperparams(opt_state) -> dict:
     """{name: array} of every `optax.inject_hyperparams` value in `opt_state` (nested states
     included); {} for an optimizer that was not wrapped (its rates are constants)."""
-    names = []
+    values = {}
     for node in jax.tree.leaves(opt_state, is_leaf=_is_injected):
         if _is_injected(node):
-            names.extend(k for k in node.hyperparams if k not in names)
-    return {name: optax.tree_utils.tree_get(opt_state, name) for name in names}
+            values.update({k: v for k, v in node.hyperparams.items() if k not in values})
+    return values
 
 
 def learning_rates(opt_state) -> dict:
     """The injected learning-rate arrays (names ending in 'learning_rate')."""
     return {k: v for k, v in injected_hyperparams(opt_state).items() if k.endswith("learning_rate")}
+
+
+LEARNING_RATE_DECAY = "learning_rate_decay"
+
+
+def geometric_decay(final_fraction: float, num_steps: int) -> optax.Schedule:
+    """f(t) = final_fraction^(min(t, T)/T), T = num_steps: 1 at the start, final_fraction from
+    step T on. Injected as the hyperparameter `LEARNING_RATE_DECAY` beside a learning rate
+    (an optimizer built as rule(learning_rate · learning_rate_decay)), it decays the rate
+    while the injected base rate stays the one that sweeps and rollbacks set."""
+    if not 0.0 < final_fraction <= 1.0 or num_steps < 1:
+        raise ValueError(f"geometric_decay: final_fraction={final_fraction} must be in (0, 1] "
+                         f"and num_steps={num_steps} >= 1")
+    return optax.exponential_decay(1.0, num_steps, final_fraction, end_value=final_fraction)
+
+
+def effective_learning_rates(opt_state) -> dict:
+    """`learning_rates` times the injected `LEARNING_RATE_DECAY` factor where there is one:
+    the rates the last update used."""
+    factor = injected_hyperparams(opt_state).get(LEARNING_RATE_DECAY, 1.0)
+    return {k: v * factor for k, v in learning_rates(opt_state).items()}
 
 
 def set_hyperparams(opt_state, **values):

@@ -68,7 +68,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from ebmdual import losses
 from ebmdual.energies import as_energy, project_to_sphere
-from ebmdual.optim import injected_hyperparams, learning_rates, set_hyperparams
+from ebmdual.optim import (effective_learning_rates, injected_hyperparams, learning_rates,
+                           set_hyperparams)
 from ebmdual.samplers import Sampler, SamplerInfo, floating_part, gaussian_noise, leading_size, merge_floating
 
 RESTART_SCHEDULES = ("random", "periodic")
@@ -366,7 +367,7 @@ def make_step_parts(energy_fn, objective, optimizer: optax.GradientTransformatio
             metrics["gradient_scale"] = scale
         updates, opt_state = optimizer.update(scaled, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        rates = learning_rates(state.opt_state)
+        rates = effective_learning_rates(state.opt_state)
         finite = jnp.isfinite(loss) & all_finite(params)
         all_particles = particles
         if sampler is not None:

@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     # --config.optim.weight_cap=None as well as a number.
     optim.weight_cap = ml_collections.FieldReference(10.0, field_type=object)
     optim.grad_clip = 0.0            # adam / sgd: global-norm clip, 0 = none
+    optim.lr_decay = 1.0             # adam / sgd: lr decays geometrically to learning_rate × lr_decay at the end
     optim.lr_scaling = "off"         # off | authors: learning rates × a = 1 + c/(N_R h_x), N_R = 1/p
     optim.lr_scaling_c = 0.1         # c of the authors' scaling (wfr / sgd)
 
@@ -101,6 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.flow_learning_rate = 1e-3
     sampler.flow_steps = 1           # flow Adam steps per train step
     sampler.flow_reverse_kl = 0.0    # weight of the reverse KL in the flow's loss
+    # flow_mcmc: the model is p ∝ q_φ · exp(−E_θ), the flow its trained base and the proposal
+    # (the flow_learning_rate/steps/reverse_kl keys are then unused: ML trains φ with θ)
+    sampler.flow_tilted = False
 
     config.train = train = ml_collections.ConfigDict()
     train.num_steps = 4000

@@ -10,6 +10,7 @@ reads the allowed names from these same tables.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -18,11 +19,12 @@ import optax
 
 from ebmdual import objectives, samplers
 from ebmdual.data.images import DATASET_NAMES as IMAGE_DATASETS, make_image_preprocess
-from ebmdual.energies import ConvEnergy, MLPEnergy, ShallowEnergy, as_energy
+from ebmdual.energies import ConvEnergy, MLPEnergy, ShallowEnergy, as_energy, tilted
 from ebmdual.flow_mcmc import flow_mcmc
 from ebmdual.flows import coupling_flow
 from ebmdual.jarzynski import jarzynski
-from ebmdual.optim import freeze_features, restart_period_scaling, wfr
+from ebmdual.optim import (LEARNING_RATE_DECAY, freeze_features, geometric_decay,
+                           restart_period_scaling, wfr)
 from ebmdual.train import (RestartPolicy, Trainer, make_mesh, make_trainer, scaled_normal_noise,
                            sphere_noise)
 
@@ -52,10 +54,12 @@ SPHERE_ENERGIES = ("shallow",)  # energies built for data on S^{d−1} only
 IMAGE_ENERGIES = ("conv",)      # energies of (H, W, C) images only
 
 # ----------------------------------------------------------------------------- samplers
-# name -> (config, energy_fn, manifold) -> Sampler
+# name -> (config, energy_fn, manifold, particle_shape) -> Sampler
+# (particle_shape: one particle's shape, (d,) or (H, W, C))
 
 
-def _ula(config, energy_fn, manifold):
+def _ula(config, energy_fn, manifold, particle_shape):
+    del particle_shape
     s = config.sampler
     if manifold == "sphere":
         return samplers.projected_langevin(energy_fn, s.num_steps, s.antithetic)
@@ -63,34 +67,50 @@ def _ula(config, energy_fn, manifold):
     return samplers.ula(energy_fn, s.num_steps, s.antithetic, grad_clamp=s.grad_clamp, clip=clip)
 
 
-def _mala(config, energy_fn, manifold):
-    del manifold
+def _mala(config, energy_fn, manifold, particle_shape):
+    del manifold, particle_shape
     s = config.sampler
     return samplers.mala(energy_fn, s.num_steps, target_acceptance=s.target_acceptance,
                          adaptation_rate=s.adaptation_rate)
 
 
-def _hmc(config, energy_fn, manifold):
-    del manifold
+def _hmc(config, energy_fn, manifold, particle_shape):
+    del manifold, particle_shape
     return samplers.hmc(energy_fn, config.sampler.num_steps, config.sampler.num_integration_steps)
 
 
-def _jarzynski(config, energy_fn, manifold):
-    del manifold
+def _jarzynski(config, energy_fn, manifold, particle_shape):
+    del manifold, particle_shape
     s = config.sampler
     return jarzynski(energy_fn, s.num_steps, ess_threshold=s.ess_threshold)
 
 
-def _flow_mcmc(config, energy_fn, manifold):
+def sampler_flow(config, particle_shape):
+    """The coupling flow of `config.sampler` (flow_kind, flow_layers, ...) on R^D, D the
+    number of values of one particle (images flattened)."""
+    s = config.sampler
+    return coupling_flow(math.prod(particle_shape), s.flow_kind, num_layers=s.flow_layers,
+                         hidden_size=s.flow_hidden, num_bins=s.flow_bins, bound=s.flow_bound)
+
+
+def tilted_by_flow(config) -> bool:
+    """Whether the model is p ∝ q_φ · exp(−E_θ) (flow-MCMC's tilted variant)."""
+    return config.sampler.name == "flow_mcmc" and bool(config.sampler.flow_tilted)
+
+
+def _flow_mcmc(config, energy_fn, manifold, particle_shape):
     del manifold
     s = config.sampler
-    flow = coupling_flow(config.data.dim, s.flow_kind, num_layers=s.flow_layers,
-                         hidden_size=s.flow_hidden, num_bins=s.flow_bins, bound=s.flow_bound)
-    return flow_mcmc(energy_fn, flow, optax.adam(s.flow_learning_rate), num_cycles=s.num_steps,
-                     global_move=s.global_move, num_proposals=s.num_proposals,
-                     local_steps=s.local_steps, target_acceptance=s.target_acceptance,
-                     adaptation_rate=s.adaptation_rate, flow_steps=s.flow_steps,
-                     reverse_kl_weight=s.flow_reverse_kl)
+    model_flow = (lambda params: params["flow"]) if tilted_by_flow(config) else None
+    # images: the model is a density on the data range's box (docs/evaluation.md)
+    support = tuple(config.data.data_range) if config.data.name in IMAGE_DATASETS else None
+    return flow_mcmc(energy_fn, sampler_flow(config, particle_shape),
+                     optax.adam(s.flow_learning_rate),
+                     num_cycles=s.num_steps, global_move=s.global_move,
+                     num_proposals=s.num_proposals, local_steps=s.local_steps,
+                     target_acceptance=s.target_acceptance, adaptation_rate=s.adaptation_rate,
+                     flow_steps=s.flow_steps, reverse_kl_weight=s.flow_reverse_kl,
+                     model_flow=model_flow, support=support)
 
 
 SAMPLERS: dict[str, Callable] = {"ula": _ula, "mala": _mala, "hmc": _hmc,
@@ -101,7 +121,6 @@ CLIPPING_SAMPLERS = ("ula",)     # samplers with sampler.clip and sampler.grad_c
 HOST_LOOP_SAMPLERS = ("ula", "mala", "hmc")  # samplers with a one-transition form
 SAMPLER_LOOPS = ("auto", "scan", "host")
 ADAPTIVE_SAMPLERS = ("mala", "flow_mcmc")  # samplers whose MALA step adapts (target_acceptance)
-VECTOR_SAMPLERS = ("flow_mcmc",)  # samplers of (N, d) particles only (the flow is on R^d)
 
 # ----------------------------------------------------------------------------- optimizers
 # name -> (config) -> optax GradientTransformation with injected learning rates
@@ -119,12 +138,14 @@ def _optax_rule(rule):
     def build(config):
         o, lazy = config.optim, config.model.regime == "lazy"
 
-        def make(learning_rate):
-            step = rule(learning_rate)
+        def make(learning_rate, learning_rate_decay=1.0):
+            step = rule(learning_rate * learning_rate_decay)
             step = freeze_features(step) if lazy else step
             return optax.chain(optax.clip_by_global_norm(o.grad_clip), step) if o.grad_clip else step
 
-        return optax.inject_hyperparams(make)(learning_rate=o.learning_rate)
+        decay = ({LEARNING_RATE_DECAY: geometric_decay(o.lr_decay, config.train.num_steps)}
+                 if o.lr_decay != 1 else {})  # lr_t = lr · decay^(min(t, T)/T)
+        return optax.inject_hyperparams(make)(learning_rate=o.learning_rate, **decay)
 
     return build
 
@@ -254,9 +275,12 @@ def build_trainer(config, dataset, num_devices: int | None = None,
     the trainer of a grid of that many runs stacked on a leading axis."""
     manifold = dataset.manifold
     energy = as_energy(ENERGIES[config.model.name](config))
+    particle_shape = tuple(dataset.train.shape[1:])
+    if tilted_by_flow(config):
+        energy = tilted(energy, sampler_flow(config, particle_shape))
     energy_fn = energy.energy_fn
     uses_particles = config.train.loss in PARTICLE_OBJECTIVES
-    sampler = (SAMPLERS[config.sampler.name](config, energy_fn, manifold)
+    sampler = (SAMPLERS[config.sampler.name](config, energy_fn, manifold, particle_shape)
                if uses_particles else None)
     restart = RestartPolicy(prob=config.train.restart_prob,
                             schedule=config.train.restart_schedule,

@@ -24,8 +24,7 @@ from experiments.registry import (ADAPTIVE_SAMPLERS, ANTITHETIC_SAMPLERS, CLIPPI
                                   ENERGIES, HOST_LOOP_SAMPLERS, IMAGE_ENERGIES, SAMPLER_LOOPS,
                                   LR_SCALED_OPTIMIZERS, LR_SCALINGS, OBJECTIVES, OPTIMIZERS,
                                   PARTICLE_OBJECTIVES, REGIMES, SAMPLERS, SHALLOW_OPTIMIZERS,
-                                  SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS,
-                                  VECTOR_SAMPLERS)
+                                  SPHERE_ENERGIES, SPHERE_OBJECTIVES, SPHERE_SAMPLERS)
 
 SPHERE_DATASETS = ("teacher",)
 TOY_DATASETS = ("eight_gaussians", "rings", "checkerboard")
@@ -163,6 +162,11 @@ def _problems(config, num_devices: int):
                    "optim.weight_cap", optim.weight_cap, "None (no cap) or a finite number > 0")
     else:
         yield positive("optim.learning_rate", optim.learning_rate)
+    yield need(number(optim.lr_decay) and 0 < optim.lr_decay <= 1, "optim.lr_decay",
+               optim.lr_decay, "a number in (0, 1]: the final learning rate's fraction")
+    if optim.lr_decay != 1:
+        yield need(optim.name not in SHALLOW_OPTIMIZERS, "optim.lr_decay", optim.lr_decay,
+                   f"1 for optim.name={optim.name!r} (the decay is for adam and sgd)")
     yield need(number(optim.grad_clip) and optim.grad_clip >= 0, "optim.grad_clip",
                optim.grad_clip, "0 (off) or a finite number > 0")
     yield one_of("optim.lr_scaling", optim.lr_scaling, LR_SCALINGS)
@@ -218,10 +222,6 @@ def _problems(config, num_devices: int):
         yield need(sampler.name in ADAPTIVE_SAMPLERS, "sampler.target_acceptance", target,
                    f"None for sampler.name={sampler.name!r} (step-size adaptation is for "
                    f"{', '.join(ADAPTIVE_SAMPLERS)})")
-    if sampler.name in VECTOR_SAMPLERS:
-        yield need(not images, "sampler.name", sampler.name,
-                   f"a sampler of images for data.name={data.name!r} (the flow is on (N, d) "
-                   "vectors)")
     if sampler.name == "jarzynski":
         yield need(number(sampler.ess_threshold) and 0 <= sampler.ess_threshold <= 1,
                    "sampler.ess_threshold", sampler.ess_threshold, "a fraction in [0, 1]")
@@ -238,8 +238,15 @@ def _problems(config, num_devices: int):
         yield count("sampler.flow_steps", sampler.flow_steps, minimum=0)
         yield need(number(sampler.flow_reverse_kl) and sampler.flow_reverse_kl >= 0,
                    "sampler.flow_reverse_kl", sampler.flow_reverse_kl, "a number >= 0")
-        yield need(data.dim >= 2, "data.dim", data.dim, "at least 2 for sampler.name="
-                   "'flow_mcmc' (coupling flows split the coordinates in two)")
+        if not images:
+            yield need(data.dim >= 2, "data.dim", data.dim, "at least 2 for sampler.name="
+                       "'flow_mcmc' (coupling flows split the coordinates in two)")
+        yield need(isinstance(sampler.flow_tilted, bool), "sampler.flow_tilted",
+                   sampler.flow_tilted, "True or False")
+        if sampler.flow_tilted:
+            yield need(model.name == "mlp" and model.regime == "active", "sampler.flow_tilted",
+                       sampler.flow_tilted, f"False for model.name={model.name!r}, "
+                       f"model.regime={model.regime!r} (the tilt is for active MLP energies)")
     yield positive("sampler.adaptation_rate", sampler.adaptation_rate)
     if train.loss not in PARTICLE_OBJECTIVES:
         yield need(sampler.temperature == 1, "sampler.temperature", sampler.temperature,

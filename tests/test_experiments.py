@@ -94,6 +94,30 @@ def test_every_config_runs_end_to_end(module, tmp_path):
     assert final[metric] < summary["initial"][metric], (summary["initial"], final)
 
 
+def test_tilted_flow_mcmc_trains_the_flow_with_the_energy(tmp_path):
+    """sampler.flow_tilted: the model is q_φ · exp(−E_θ); φ sits in the model's parameters
+    and maximum likelihood moves it (its conditioners start at zero, so any nonzero leaf
+    was written by training), the sampler state holds no flow of its own, and the test
+    NLL falls."""
+    config = tiny(mixture4_flow.get_config())
+    config.sampler.flow_tilted = True
+    config.optim.lr_decay = 0.5
+    summary = run(config, tmp_path / "run")
+    _, state = final_state(tmp_path / "run", config)
+    assert set(state["params"]) == {"energy", "flow"}
+    assert "flow" not in state["sampler_state"]
+    from experiments.registry import sampler_flow
+
+    initial = jax.tree.leaves(sampler_flow(config, (2,)).init(jax.random.key(0)))
+    trained = jax.tree.leaves(state["params"]["flow"])
+    zero_at_init = [t for i, t in zip(initial, trained) if not np.any(np.asarray(i))]
+    assert zero_at_init and all(np.any(t != 0) for t in zero_at_init)
+    assert summary["final"]["test_nll"] < summary["initial"]["test_nll"]
+    lines = [json.loads(line) for line in read_lines(tmp_path / "run")]
+    lines = [line for line in lines if line["kind"] == "train"]
+    assert lines[-1]["learning_rate"] < lines[0]["learning_rate"]  # the decay is logged
+
+
 def test_default_teacher_kl_falls(tmp_path):
     """A short full-size-model run of the default config lowers KL(p*‖p_θ) markedly."""
     config = teacher.get_config()
@@ -220,6 +244,7 @@ INVALID = {
     "data.dim": 1,
     "data.teacher": "student",
     "data.teacher_cosine": 1.5,
+    "optim.lr_decay": 1.5,
 }
 
 
@@ -230,6 +255,14 @@ def test_invalid_config_gives_one_line(key):
     message = str(error.value)
     assert key in message and str(INVALID[key]) in message
     assert any(line.startswith(f"config.{key}=") for line in message.splitlines())
+
+
+def test_tilt_needs_a_flow_sampler_and_an_mlp_energy():
+    config = tiny(mixture4_flow.get_config())
+    config.sampler.flow_tilted = True
+    config.model.regime = "lazy"
+    with pytest.raises(ConfigError, match="config.sampler.flow_tilted=True"):
+        validate_config(config, num_devices=1)
 
 
 def test_shape_mismatch_is_refused():

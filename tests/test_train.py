@@ -532,3 +532,29 @@ def test_authors_scaling_multiplies_the_wfr_steps(tiny_teacher_config, tiny_teac
             np.testing.assert_allclose(float(metrics["gradient_scale"]), a, rtol=1e-6)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
     assert np.abs(results[0] - results[2]).max() > 1e-4  # the scaling changed the step
+
+
+def test_learning_rate_decay_is_geometric_and_leaves_the_swept_rate_alone():
+    """optim.lr_decay = r over T steps: the SGD step at update t is lr · r^(min(t, T)/T) · g
+    (checked against that formula in NumPy), the logged effective rate follows it, and the
+    injected base rate, the one sweeps and rollbacks set, stays lr."""
+    from experiments.registry import OPTIMIZERS
+
+    config = base_config()
+    config.model.name, config.optim.name = "mlp", "sgd"
+    config.optim.learning_rate, config.optim.lr_decay, config.train.num_steps = 0.5, 0.1, 4
+    optimizer = OPTIMIZERS["sgd"](config)
+    params = {"w": jnp.zeros(3)}
+    gradient = {"w": jnp.array([1.0, -2.0, 3.0])}
+    state = optimizer.init(params)
+    for t in range(7):
+        updates, state = optimizer.update(gradient, state, params)
+        expected = -0.5 * 0.1 ** (min(t, 4) / 4) * np.array([1.0, -2.0, 3.0])
+        np.testing.assert_allclose(np.asarray(updates["w"]), expected, rtol=1e-5)
+        np.testing.assert_allclose(float(optim.effective_learning_rates(state)["learning_rate"]),
+                                   0.5 * 0.1 ** (min(t, 4) / 4), rtol=1e-5)
+        np.testing.assert_allclose(float(optim.learning_rates(state)["learning_rate"]), 0.5)
+    halved = optim.set_hyperparams(state, learning_rate=0.25)  # a rollback's halving
+    updates, _ = optimizer.update(gradient, halved, params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -0.25 * 0.1 * np.array([1, -2, 3]),
+                               rtol=1e-5)
