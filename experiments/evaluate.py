@@ -13,8 +13,11 @@ sampler temperature, so every metric uses E_θ/T.
 * 2-D data: test NLL by normalising exp(−E/T) on a grid (and the mass near the
   box edge, which must be negligible), per-mode mass for mixtures.
 * mixtures in higher d: mode weights of the particles.
-* every mixture: its true mode weights (target_mode_weight_k), constant references for
-  the two above, and target_test_nll = mean −log p*(test), the floor of test_nll.
+* every mixture: its true mode weights (target_mode_weight_k) and the training set's
+  mode fractions (train_mode_weight_k: what maximum likelihood on n samples can reach;
+  in 2-D mode_mass_max_error against the first, mode_mass_max_error_to_train against the
+  second), constant references, and target_test_nll = mean −log p*(test), the floor of
+  test_nll.
 * images (MNIST, CelebA, ImageNet 32×32; `image_metrics`): test NLL in bits/dim by
   annealed importance sampling on the box data_range^D, the Fréchet distance of the
   particles to held-out images on a project-trained classifier's features beside its
@@ -225,6 +228,8 @@ def make_evaluator(config, dataset, energy_fn):
     model = temperature_scaled(energy_fn)
     scaled_energies = jax.jit(lambda params, x: evaluation.batched_energies(model, params, x))
     image_cache = []  # image runs: the ImageReference, prepared at the first evaluation
+    train_fractions = (evaluation.mode_weights_from_samples(dataset.train, dataset.mixture)
+                       if dataset.mixture is not None else None)
 
     def evaluate(params, particles, temperature: float) -> dict:
         params = (params, temperature)
@@ -268,9 +273,14 @@ def make_evaluator(config, dataset, energy_fn):
             weights = np.asarray(dataset.mixture.weights, np.float64)
             out.update({f"target_mode_weight_{k}": w
                         for k, w in enumerate(weights / weights.sum())})
-            if dim == 2:  # the largest error of the learned mode weights
+            # the training set's own mode fractions: what maximum likelihood on it can reach
+            train_weights = np.asarray(train_fractions, np.float64)
+            out.update({f"train_mode_weight_{k}": w for k, w in enumerate(train_weights)})
+            if dim == 2:  # the largest error of the learned mode weights, to p* and to the data
                 out["mode_mass_max_error"] = float(np.max(np.abs(
                     np.asarray(masses, np.float64) - weights / weights.sum())))
+                out["mode_mass_max_error_to_train"] = float(np.max(np.abs(
+                    np.asarray(masses, np.float64) - train_weights)))
         if dataset.mixture is not None and particles is not None:
             weights = evaluation.mode_weights_from_samples(particles, dataset.mixture)
             out.update({f"particle_mode_weight_{k}": w for k, w in enumerate(np.asarray(weights))})

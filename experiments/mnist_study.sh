@@ -11,8 +11,13 @@ declare -A GRIDS=(
   # the literature's sampler (IGEBM, JEM, the UvA tutorial: step 10, noise 0.005, so
   # T = 0.005²/(2·10) = 1.25e-6, per-pixel gradient clamp 0.03), p = 0.05, against T = 1 above
   [mnist-literature]="--config=experiments/mnist.py --config.sampler.step_size=10 --config.sampler.temperature=1.25e-6 --config.sampler.grad_clamp=0.03 --sweep=train.restart_prob=0.05 --seeds=1"
+  # the mode-weight samplers of docs/results/mode_weights.md on MNIST, p = 0.05, T = 1: Jarzynski
+  # walkers (unclipped: weighted ULA has no clipped form), flow-MCMC (a spline flow on the
+  # 784 flattened pixels proposing, MALA adapting to 60 % acceptance; moves out of [0, 1]^784 refused)
+  [mnist-jarzynski]="--config=experiments/mnist.py --config.sampler.name=jarzynski --config.sampler.clip=False --sweep=train.restart_prob=0.05 --seeds=1"
+  [mnist-flow-mcmc]="--config=experiments/mnist.py --config.sampler.name=flow_mcmc --config.sampler.clip=False --config.sampler.target_acceptance=0.6 --sweep=train.restart_prob=0.05 --seeds=1"
 )
-ORDER=(mnist-restart mnist-literature)
+ORDER=(mnist-restart mnist-literature mnist-jarzynski mnist-flow-mcmc)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -n "${GRIDS[$name]:-}" ]] || { echo "unknown grid $name; one of: ${ORDER[*]}" >&2; exit 2; }
   echo "=== $name"

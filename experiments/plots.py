@@ -62,7 +62,11 @@ PANELS = (
     ("class histogram", "total-variation distance to the data", ((r"class_tv_distance", None),)),
     ("mode masses", "probability",
      ((r"mode_mass_(\d+)", "mode {0}"), (r"particle_mode_weight_(\d+)", "mode {0}, particles"),
-      (r"target_mode_weight_(\d+)", "mode {0}, true"))),
+      (r"target_mode_weight_(\d+)", "mode {0}, true"),
+      (r"train_mode_weight_(\d+)", "mode {0}, training data"))),
+    ("mode-weight error", "max_k |mass_k − weight_k|",
+     ((r"mode_mass_max_error", "to the true weights"),
+      (r"mode_mass_max_error_to_train", "to the training data's"))),
     ("model mass near the box edge", "probability", ((r"edge_mass", None),)),
     ("energy gap (training batch)", "E(particles) − E(data)  [energy units]",
      ((r"energy_gap", None),)),
@@ -79,7 +83,8 @@ PANELS = (
 )
 # Line styles: the particles' side of a comparison dashed, fixed references dotted.
 LINESTYLES = ((re.compile(r"particle_mode_weight_\d+"), "--"),
-              (re.compile(r"target_mode_weight_\d+|data_pixel_.*|restart_prob"), ":"))
+              (re.compile(r"target_mode_weight_\d+|data_pixel_.*|restart_prob"), ":"),
+              (re.compile(r"train_mode_weight_\d+"), "-."))
 
 
 class Series(NamedTuple):
