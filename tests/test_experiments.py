@@ -438,3 +438,33 @@ def test_cli_absent_image_data_says_what_to_run(name, dataset, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "pip install -e '.[prepare]'" in errors[0]
     assert f"python -m experiments.prepare_data --dataset={dataset} " in errors[0]
+
+
+def test_mode_weight_floor_reads_a_grid_against_each_seeds_training_set(tmp_path, capsys):
+    """experiments.mode_weight_floor: the training fractions it prints are the evaluator's
+    train_mode_weight_k of the same seed, and each member's errors are computed against
+    the truth and against its own seed's fractions."""
+    from experiments import mode_weight_floor
+    from experiments.evaluate import make_evaluator
+    from ebmdual.data import get_dataset
+
+    config = mixture4.get_config()
+    config.seed = 1
+    dataset = get_dataset(config, jax.random.split(jax.random.key(1))[0])
+    evaluate = make_evaluator(config, dataset, lambda params, x: 0.5 * (x ** 2).sum())
+    metrics = evaluate(None, None, 1.0)
+    fractions = mode_weight_floor.train_fractions(mixture4.get_config(), 1)
+    np.testing.assert_allclose(fractions, [metrics[f"train_mode_weight_{k}"] for k in range(4)])
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    masses = fractions + np.array([0.01, -0.01, 0.0, 0.0])
+    header = "member,seed,step," + ",".join(f"mode_mass_{k}" for k in range(4))
+    (grid / "results.csv").write_text(
+        f"{header}\n0,1,0,.25,.25,.25,.25\n0,1,100," + ",".join(map(str, masses)) + "\n")
+    assert mode_weight_floor.main(["--config=experiments/mixture4.py", "--seeds=1", str(grid)]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].split("|")
+    truth = np.array([0.1, 0.2, 0.3, 0.4])
+    assert float(row[4]) == pytest.approx(np.abs(masses - truth).max(), abs=1e-4)
+    assert float(row[5]) == pytest.approx(0.01, abs=1e-4)
+    assert mode_weight_floor.main(["--config=experiments/mixture4.py", "--seeds=1",
+                                   str(tmp_path / "missing")]) == 1
