@@ -205,9 +205,12 @@ def _problems(config, num_devices: int):
     yield need(grad_clamp is None or (number(grad_clamp) and grad_clamp > 0),
                "sampler.grad_clamp", grad_clamp, "None (off) or a number > 0")
     if sampler.clip or grad_clamp is not None:
-        yield need(sampler.name in CLIPPING_SAMPLERS, "sampler.name", sampler.name,
-                   f"one of {', '.join(CLIPPING_SAMPLERS)} with sampler.clip or "
-                   "sampler.grad_clamp set")
+        key, value = (("sampler.clip", sampler.clip) if sampler.clip
+                      else ("sampler.grad_clamp", grad_clamp))
+        yield need(sampler.name in CLIPPING_SAMPLERS, key, value,
+                   f"{'False' if sampler.clip else 'None'} for sampler.name={sampler.name!r} "
+                   f"(clipping is for {', '.join(CLIPPING_SAMPLERS)}; flow_mcmc keeps images in "
+                   "the data range by refusing moves out of it, jarzynski walkers are unclipped)")
     if sampler.clip:
         yield need(images, "sampler.clip", sampler.clip, "False for data that are not images "
                    "(particles are clipped to data.data_range)")
