@@ -50,12 +50,11 @@ one chain at a time and has no i-SIR; the local moves are BlackJAX's MALA.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-
-from typing import Callable
 
 from ebmdual.flows import Flow
 from ebmdual.losses import batched_energies
