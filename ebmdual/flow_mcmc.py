@@ -58,7 +58,7 @@ import optax
 
 from ebmdual.flows import Flow
 from ebmdual.losses import batched_energies
-from ebmdual.samplers import Sampler, SamplerInfo, mala
+from ebmdual.samplers import Sampler, SamplerInfo, box_restricted, mala
 
 __all__ = ["flow_mcmc", "independent_mh", "iterated_sir", "GLOBAL_MOVES"]
 
@@ -68,17 +68,6 @@ GLOBAL_MOVES = ("imh", "isir")
 def flat(x: jax.Array) -> jax.Array:
     """(N, *shape) -> (N, prod(shape)): particles as the flow's vectors."""
     return x.reshape(x.shape[0], -1)
-
-
-def box_restricted(energy_fn, low: float, high: float):
-    """E on [low, high]^D, +inf outside: exp(−E) restricted to the box. Its gradient
-    inside is ∇E; a proposal outside has log-density −inf and is refused."""
-
-    def restricted(params, x):
-        inside = jnp.all((x >= low) & (x <= high))
-        return jnp.where(inside, energy_fn(params, x), jnp.inf)
-
-    return restricted
 
 
 def independent_mh(key, x, log_target_x, log_q_x, proposal, log_target_y, log_q_y):

@@ -27,6 +27,18 @@ they give dA = −∂_t U_{θ(t)}(X_t) dt, the Jarzynski equality. Each move cos
 energy gradient (at the new point, reused by the next move), plus one energy value
 per step for the switch.
 
+MALA kernel (`kernel='mala'`): the same proposal, accepted with probability
+min(1, exp(α_k(X, Y) − α_k(Y, X))) instead of carrying that ratio as weight. The move
+then leaves ρ_{θ_k} invariant, so only the switch half changes A (the annealed
+importance sampling form of the equality). Needed where ULA cannot go: a target on a
+box (`support=(low, high)`, images on their data range), where a proposal out of the
+box is refused.
+
+Start: `start='model'` (default): the walkers start as exact samples of ρ_{θ_0} (below).
+`start='flat'`: they start as samples of the flat density on the support (uniform on
+the box), and the first switch weights them by exp(−U_0): exact too, for any θ_0 —
+e.g. an image energy at initialisation, whose density is no closed form.
+
 Resampling: when ESS/N = 1/(N Σ w²) falls below `ess_threshold`, walkers are
 resampled systematically (before the moves, so that children separate) and
 A is reset to 0.
@@ -59,10 +71,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ebmdual.samplers import (Sampler, SamplerInfo, energies_and_gradients, floating_part,
-                              gaussian_noise, leading_size, merge_floating)
+from ebmdual.samplers import (Sampler, SamplerInfo, box_restricted, energies_and_gradients,
+                              floating_part, gaussian_noise, leading_size, merge_floating)
 
-__all__ = ["jarzynski", "systematic_resampling", "effective_sample_size"]
+__all__ = ["jarzynski", "systematic_resampling", "effective_sample_size", "KERNELS", "STARTS"]
 
 
 def effective_sample_size(log_weight: jax.Array) -> jax.Array:
@@ -86,8 +98,15 @@ def _squared_norms(tree) -> jax.Array:
     return sum(jnp.sum(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1) for leaf in leaves)
 
 
-def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5) -> Sampler:
-    """K = `num_steps` weighted ULA moves per train step, resampling below `ess_threshold`.
+KERNELS = ("ula", "mala")
+STARTS = ("model", "flat")
+
+
+def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5, *,
+              kernel: str = "ula", support: tuple[float, float] | None = None,
+              start: str = "model") -> Sampler:
+    """K = `num_steps` weighted ULA (or MALA) moves per train step, resampling below
+    `ess_threshold`. See the module docstring for `kernel`, `support` and `start`.
 
     Hands the normalised weights softmax(A) (N,) to the objective (SamplerInfo.weights).
     """
@@ -95,13 +114,22 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5) -> Samp
         raise ValueError(f"ess_threshold={ess_threshold}: expected a fraction in [0, 1]")
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps}: expected >= 1")
+    if kernel not in KERNELS or start not in STARTS:
+        raise ValueError(f"kernel={kernel!r}, start={start!r}: expected one of {KERNELS}, "
+                         f"one of {STARTS}")
+    if support is not None:
+        if kernel != "mala":
+            raise ValueError("a support needs kernel='mala' (ULA moves cannot stay in a box "
+                             "with a known transition density)")
+        energy_fn = box_restricted(energy_fn, *support)
 
     def init(key, params, particles):
         del key, params
         n = leading_size(particles)
-        # every walker is fresh: the first step has no switch term, so no energy is needed yet
+        # 'model': every walker is fresh, the first step has no switch term; 'flat': the
+        # walkers' previous target is U = 0, so the first switch weights them by exp(−U_0)
         return {"log_weight": jnp.zeros((n,), jnp.float32), "energy": jnp.zeros((n,), jnp.float32),
-                "fresh": jnp.ones((n,), bool)}
+                "fresh": jnp.full((n,), start == "model")}
 
     def restart(state, mask):
         mean_weight = logsumexp(state["log_weight"]) - jnp.log(state["log_weight"].shape[0])
@@ -137,16 +165,25 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5) -> Samp
             backward = energy_y / temperature + _squared_norms(jax.tree.map(
                 lambda a, b, g: a - b + h * g, floating_part(x), y_moving, grad_y)) / (
                     4.0 * h * temperature)
-            return (y, energy_y, grad_y, log_weight + forward - backward), None
+            log_ratio = forward - backward
+            if kernel == "ula":
+                return (y, energy_y, grad_y, log_weight + log_ratio), jnp.ones(())
+            accept = jnp.log(jax.random.uniform(jax.random.fold_in(step_key, 1),
+                                                log_ratio.shape)) < log_ratio
+            keep = lambda new, old: jax.tree.map(  # noqa: E731
+                lambda a, b: jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), a, b),
+                new, old)
+            return (keep(y, x), keep(energy_y, energy_x), keep(grad_y, grad_x),
+                    log_weight), jnp.mean(accept.astype(jnp.float32))
 
-        (particles, energies, _, log_weight), _ = jax.lax.scan(
+        (particles, energies, _, log_weight), acceptance = jax.lax.scan(
             move, (particles, energies, gradients, log_weight),
             jax.random.split(move_key, num_steps))
         new_state = {"log_weight": log_weight, "energy": energies / temperature,
                      "fresh": jnp.zeros((n,), bool)}
         extra = {"ess_fraction": ess_fraction, "resampled": resampled.astype(jnp.float32),
                  "log_weight_std": jnp.std(log_weight)}
-        return particles, new_state, SamplerInfo(acceptance_rate=jnp.ones((), jnp.float32),
+        return particles, new_state, SamplerInfo(acceptance_rate=jnp.mean(acceptance),
                                                  weights=jax.nn.softmax(log_weight),
                                                  extra=extra)
 

@@ -78,7 +78,7 @@ from ebmdual.energies import project_to_sphere
 __all__ = [
     "Sampler", "SamplerInfo", "ula", "projected_langevin", "mala", "hmc",
     "langevin_step", "gaussian_noise", "energy_gradients", "energies_and_gradients",
-    "leading_size",
+    "leading_size", "box_restricted",
     "floating_part", "merge_floating",
 ]
 
@@ -180,6 +180,19 @@ def energies_and_gradients(energy_fn, params, particles):
 
 
 # ----------------------------------------------------------------------------- ULA
+
+def box_restricted(energy_fn, low: float, high: float):
+    """E on [low, high]^D, +inf outside (one sample x): exp(−E) restricted to the box.
+    Its gradient inside is ∇E; a Metropolis proposal outside has log-density −inf and is
+    refused. For samplers with an accept step (flow-MCMC, MALA-kernel Jarzynski)."""
+
+    def restricted(params, x):
+        inside = jnp.all(jnp.stack([jnp.all((leaf >= low) & (leaf <= high))
+                                    for leaf in jax.tree.leaves(floating_part(x))]))
+        return jnp.where(inside, energy_fn(params, x), jnp.inf)
+
+    return restricted
+
 
 def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
                   antithetic: bool = False, project: Callable | None = None,

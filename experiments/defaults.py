@@ -89,6 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.target_acceptance = ml_collections.config_dict.placeholder(float)  # mala: adapt h to this
     sampler.adaptation_rate = 0.05   # mala: gain of the Robbins-Monro step-size rule
     sampler.ess_threshold = 0.5      # jarzynski: resample when ESS/N falls below this
+    sampler.jarzynski_kernel = "ula"  # jarzynski: ula (weighted moves) | mala (accepted moves; images need it)
+    sampler.jarzynski_start = "model"  # jarzynski: walkers start as samples of the initial model | flat (uniform on the box)
     # flow_mcmc: num_steps cycles of (global flow move, local_steps MALA steps), then
     # flow_steps Adam steps of the flow on the chains (docs: ebmdual/flow_mcmc.py)
     sampler.global_move = "imh"      # flow_mcmc: imh (independent MH) | isir

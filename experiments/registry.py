@@ -82,7 +82,15 @@ def _hmc(config, energy_fn, manifold, particle_shape):
 def _jarzynski(config, energy_fn, manifold, particle_shape):
     del manifold, particle_shape
     s = config.sampler
-    return jarzynski(energy_fn, s.num_steps, ess_threshold=s.ess_threshold)
+    return jarzynski(energy_fn, s.num_steps, ess_threshold=s.ess_threshold,
+                     kernel=s.jarzynski_kernel, support=image_support(config),
+                     start=s.jarzynski_start)
+
+
+def image_support(config):
+    """The box data_range of an image data set (its model is a density on that box),
+    None for vector data: the support of the samplers that refuse moves out of it."""
+    return tuple(config.data.data_range) if config.data.name in IMAGE_DATASETS else None
 
 
 def sampler_flow(config, particle_shape):
@@ -102,15 +110,13 @@ def _flow_mcmc(config, energy_fn, manifold, particle_shape):
     del manifold
     s = config.sampler
     model_flow = (lambda params: params["flow"]) if tilted_by_flow(config) else None
-    # images: the model is a density on the data range's box (docs/evaluation.md)
-    support = tuple(config.data.data_range) if config.data.name in IMAGE_DATASETS else None
     return flow_mcmc(energy_fn, sampler_flow(config, particle_shape),
                      optax.adam(s.flow_learning_rate),
                      num_cycles=s.num_steps, global_move=s.global_move,
                      num_proposals=s.num_proposals, local_steps=s.local_steps,
                      target_acceptance=s.target_acceptance, adaptation_rate=s.adaptation_rate,
                      flow_steps=s.flow_steps, reverse_kl_weight=s.flow_reverse_kl,
-                     model_flow=model_flow, support=support)
+                     model_flow=model_flow, support=image_support(config))
 
 
 SAMPLERS: dict[str, Callable] = {"ula": _ula, "mala": _mala, "hmc": _hmc,

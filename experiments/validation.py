@@ -18,6 +18,7 @@ from ebmdual.data import DATASET_NAMES
 from ebmdual.data.images import DATASET_NAMES as IMAGE_DATASETS
 from ebmdual.data.synthetic import PUBLISHED_TEACHERS, TEACHER_KINDS
 from ebmdual.flow_mcmc import GLOBAL_MOVES
+from ebmdual.jarzynski import KERNELS as JARZYNSKI_KERNELS, STARTS as JARZYNSKI_STARTS
 from ebmdual.flows import FLOW_KINDS
 from ebmdual.train import RESTART_SCHEDULES, RESTART_TARGETS
 from experiments.registry import (ADAPTIVE_SAMPLERS, ANTITHETIC_SAMPLERS, CLIPPING_SAMPLERS,
@@ -228,6 +229,16 @@ def _problems(config, num_devices: int):
     if sampler.name == "jarzynski":
         yield need(number(sampler.ess_threshold) and 0 <= sampler.ess_threshold <= 1,
                    "sampler.ess_threshold", sampler.ess_threshold, "a fraction in [0, 1]")
+        yield one_of("sampler.jarzynski_kernel", sampler.jarzynski_kernel, JARZYNSKI_KERNELS)
+        yield one_of("sampler.jarzynski_start", sampler.jarzynski_start, JARZYNSKI_STARTS)
+        if images:
+            yield need(sampler.jarzynski_kernel == "mala", "sampler.jarzynski_kernel",
+                       sampler.jarzynski_kernel, "'mala' for images (the walkers stay in the "
+                       "data range's box by refusing moves out of it; ULA has no such form)")
+        else:
+            yield need(sampler.jarzynski_start == "model", "sampler.jarzynski_start",
+                       sampler.jarzynski_start, "'model' for data without a box (a flat "
+                       "start needs the bounded support of images)")
     if sampler.name == "flow_mcmc":
         yield one_of("sampler.global_move", sampler.global_move, GLOBAL_MOVES)
         yield count("sampler.num_proposals", sampler.num_proposals)
