@@ -16,8 +16,8 @@ declare -A GRIDS=(
   # started uniform on it (flat start: exact weights for the initial energy), never
   # restarted; flow-MCMC (a spline flow on the 784 flattened pixels proposing, MALA adapting
   # to 60 % acceptance, moves out of the box refused), p = 0.05 like the study above
-  [mnist-jarzynski]="--config=experiments/mnist.py --config.sampler.name=jarzynski --config.sampler.clip=False --config.sampler.jarzynski_kernel=mala --config.sampler.jarzynski_start=flat --config.sampler.step_size=1e-6 --config.train.restart_to=noise --sweep=train.restart_prob=0 --seeds=1"
-  # (150 steps: its train step costs several ULA train steps on CPU; timings in mode_weights.md)
+  [mnist-jarzynski]="--config=experiments/mnist.py --config.sampler.name=jarzynski --config.sampler.clip=False --config.sampler.jarzynski_kernel=mala --config.sampler.jarzynski_start=flat --config.sampler.step_size=1e-6 --config.train.restart_to=noise --config.train.num_steps=150 --sweep=train.restart_prob=0 --seeds=1"
+  # (both 150 steps: their train steps cost several ULA train steps on CPU; timings in mode_weights.md)
   [mnist-flow-mcmc]="--config=experiments/mnist.py --config.sampler.name=flow_mcmc --config.sampler.clip=False --config.sampler.target_acceptance=0.6 --config.train.num_steps=150 --sweep=train.restart_prob=0.05 --seeds=1"
 )
 ORDER=(mnist-restart mnist-literature mnist-jarzynski mnist-flow-mcmc)
