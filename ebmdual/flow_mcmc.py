@@ -58,7 +58,7 @@ import optax
 
 from ebmdual.flows import Flow
 from ebmdual.losses import batched_energies
-from ebmdual.samplers import Sampler, SamplerInfo, box_restricted, mala
+from ebmdual.samplers import Sampler, SamplerInfo, box_restricted, mala, select_particles
 
 __all__ = ["flow_mcmc", "independent_mh", "iterated_sir", "GLOBAL_MOVES"]
 
@@ -79,8 +79,9 @@ def independent_mh(key, x, log_target_x, log_q_x, proposal, log_target_y, log_q_
     """
     log_ratio = log_target_y - log_target_x + log_q_x - log_q_y
     accept = jnp.log(jax.random.uniform(key, log_ratio.shape)) < log_ratio
-    pick = lambda a, b: jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), b, a)
-    return (pick(x, proposal), pick(log_target_x, log_target_y), pick(log_q_x, log_q_y), accept)
+    x, log_target_x, log_q_x = select_particles(accept, (proposal, log_target_y, log_q_y),
+                                                (x, log_target_x, log_q_x))
+    return x, log_target_x, log_q_x, accept
 
 
 def iterated_sir(key, x, log_target_x, log_q_x, proposals, log_target_y, log_q_y):

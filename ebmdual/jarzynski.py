@@ -72,7 +72,8 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ebmdual.samplers import (Sampler, SamplerInfo, box_restricted, energies_and_gradients,
-                              floating_part, gaussian_noise, leading_size, merge_floating)
+                              floating_part, gaussian_noise, leading_size, merge_floating,
+                              select_particles)
 
 __all__ = ["jarzynski", "systematic_resampling", "effective_sample_size", "KERNELS", "STARTS"]
 
@@ -170,11 +171,8 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5, *,
                 return (y, energy_y, grad_y, log_weight + log_ratio), jnp.ones(())
             accept = jnp.log(jax.random.uniform(jax.random.fold_in(step_key, 1),
                                                 log_ratio.shape)) < log_ratio
-            keep = lambda new, old: jax.tree.map(  # noqa: E731
-                lambda a, b: jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), a, b),
-                new, old)
-            return (keep(y, x), keep(energy_y, energy_x), keep(grad_y, grad_x),
-                    log_weight), jnp.mean(accept.astype(jnp.float32))
+            moved = select_particles(accept, (y, energy_y, grad_y), (x, energy_x, grad_x))
+            return (*moved, log_weight), jnp.mean(accept.astype(jnp.float32))
 
         (particles, energies, _, log_weight), acceptance = jax.lax.scan(
             move, (particles, energies, gradients, log_weight),

@@ -78,7 +78,7 @@ from ebmdual.energies import project_to_sphere
 __all__ = [
     "Sampler", "SamplerInfo", "ula", "projected_langevin", "mala", "hmc",
     "langevin_step", "gaussian_noise", "energy_gradients", "energies_and_gradients",
-    "leading_size", "box_restricted",
+    "leading_size", "box_restricted", "select_particles",
     "floating_part", "merge_floating",
 ]
 
@@ -174,12 +174,20 @@ def energy_gradients(energy_fn, params, particles):
     return _per_particle(jax.grad, energy_fn, params, particles)
 
 
+def select_particles(mask: jax.Array, new, old):
+    """Per particle, `new` where mask (N,) is True, else `old`: pytrees with the particle
+    axis first on every leaf; `new` is cast to `old`'s dtypes."""
+
+    def select(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (b.ndim - 1)), a.astype(b.dtype), b)
+
+    return jax.tree.map(select, new, old)
+
+
 def energies_and_gradients(energy_fn, params, particles):
     """(E_θ (N,), ∇ₓE_θ like `floating_part(particles)`) at each particle, in one pass."""
     return _per_particle(jax.value_and_grad, energy_fn, params, particles)
 
-
-# ----------------------------------------------------------------------------- ULA
 
 def box_restricted(energy_fn, low: float, high: float):
     """E on [low, high]^D, +inf outside (one sample x): exp(−E) restricted to the box.
@@ -193,6 +201,8 @@ def box_restricted(energy_fn, low: float, high: float):
 
     return restricted
 
+
+# ----------------------------------------------------------------------------- ULA
 
 def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
                   antithetic: bool = False, project: Callable | None = None,

@@ -70,7 +70,8 @@ from ebmdual import losses
 from ebmdual.energies import as_energy, project_to_sphere
 from ebmdual.optim import (effective_learning_rates, injected_hyperparams, learning_rates,
                            set_hyperparams)
-from ebmdual.samplers import Sampler, SamplerInfo, floating_part, gaussian_noise, leading_size, merge_floating
+from ebmdual.samplers import (Sampler, SamplerInfo, floating_part, gaussian_noise, leading_size,
+                              merge_floating, select_particles)
 
 RESTART_SCHEDULES = ("random", "periodic")
 RESTART_TARGETS = ("data", "noise")
@@ -231,11 +232,7 @@ def restart_particles(key, particles, batch, restart_prob, step, policy: Restart
         mask = jnp.concatenate([mask, mask])
         targets = jax.tree.map(lambda t: jnp.concatenate([t, t]), targets)
 
-    def select(target, leaf):
-        where = mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
-        return jnp.where(where, target.astype(leaf.dtype), leaf)
-
-    return jax.tree.map(select, targets, particles), mask
+    return select_particles(mask, targets, particles), mask
 
 
 # ----------------------------------------------------------------------------- step
