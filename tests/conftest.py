@@ -1,11 +1,32 @@
-"""Shared test setup: four simulated CPU devices, PRNG keys, a tiny teacher task.
+"""Shared test setup: four simulated CPU devices, a compilation cache, PRNG keys, a tiny
+teacher task.
 
 `jax_num_cpu_devices` only takes effect before the JAX backend starts, so it is set
 here, at import time of the first conftest, before any test module runs JAX code.
 Every test then sees four CPU devices; single-device code paths pick `num_devices=1`.
+
+Many tests compile the same program (the same tiny config, the same evaluator; a CLI run
+and its resumption) under new Python closures or in new processes, which JAX's in-memory
+cache does not recognise. A persistent compilation cache keyed by the program itself turns
+those into cache hits. It lives in a fresh directory per test process (pytest-xdist
+worker), removed when that process exits, so nothing carries over between runs. It is set
+through the environment, so the subprocesses a test starts share it; JAX writes entries
+without a lock, and an entry it cannot read (one being written by a concurrent process) is
+skipped with a warning and compiled again (`jax._src.compiler._cache_read`).
 """
 
-import jax
+import atexit
+import os
+import shutil
+import tempfile
+
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="ebmdual-tests-jax-cache-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_COMPILATION_CACHE,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+import jax  # noqa: E402  (reads the cache settings above at import)
 
 jax.config.update("jax_num_cpu_devices", 4)
 
