@@ -691,7 +691,11 @@ class TimedEvaluator:
 
     def __init__(self, evaluate):
         self.evaluate, self.seconds, self.calls = evaluate, 0.0, 0
-        self.seconds_at_start = 0.0  # set when the train loop starts its clock
+        self.seconds_at_start = 0.0
+
+    def start_clock(self) -> None:
+        """Called when the train loop starts its clock: seconds_since_start counts from here."""
+        self.seconds_at_start = self.seconds
 
     @property
     def seconds_since_start(self) -> float:
@@ -887,7 +891,7 @@ def _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evalua
                                    evaluate, log, workdir, config)
         num_steps, chunk = train_cfg.num_steps, train_cfg.log_every
         first_step, start, latest = position.step, time.perf_counter(), {}
-        evaluate.seconds_at_start = evaluate.seconds
+        evaluate.start_clock()
         feed.start(position.step)
         # Signals only set a flag until this function returns: during the loop they stop it
         # at the next chunk boundary with a checkpoint; after it, the finished run completes.

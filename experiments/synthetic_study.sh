@@ -15,6 +15,7 @@ declare -A GRIDS=(
   [teacher]="--config=experiments/teacher.py --sweep=train.restart_schedule=periodic,random --sweep=train.restart_prob=0,1/40,1 --seeds=5"
   [teacher-lr]="--config=experiments/teacher.py --sweep=optim.feature_learning_rate=0.2,0.4 --sweep=optim.weight_learning_rate=0.2,0.4 --sweep=train.restart_prob=0,1/40,1 --seeds=1"
   [teacher-n1e5]="--config=experiments/teacher.py --config.data.num_train=100000 --sweep=train.restart_prob=0,1/40,1 --seeds=5"
+  [teacher-n1e5-step]="--config=experiments/teacher.py --config.data.num_train=100000 --config.train.restart_prob=0 --sweep=sampler.step_size=0.01,0.005 --seeds=1"
   # 2. Beyond the paper (experiments/teacher_study.py: n = 2000, 2000 iterations)
   [study-p]="--config=experiments/teacher_study.py --sweep=train.restart_schedule=random,periodic --sweep=train.restart_prob=0,0.001,0.01,0.025,0.1,0.3,1 --seeds=5"
   [study-neuron-step]="--config=experiments/teacher_study.py --sweep=train.restart_prob=0,1/40 --sweep=optim.feature_learning_rate=0.002,0.0063,0.02,0.063,0.2,0.63,2 --seeds=5"
@@ -36,7 +37,7 @@ declare -A GRIDS=(
   [mixture4-jarzynski-n1e4-decay]="--config=experiments/mixture4_jarzynski.py --config.sampler.num_particles=10000 --config.optim.lr_decay=0.1 --config.sampler.ess_threshold=0.9 --seeds=5"
   [mixture4-jarzynski-n4e4-decay001]="--config=experiments/mixture4_jarzynski.py --config.sampler.num_particles=40000 --config.optim.lr_decay=0.01 --config.sampler.ess_threshold=0.9 --seeds=5"
 )
-ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps teacher teacher-lr teacher-n1e5 study-p study-neuron-step
+ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps teacher teacher-lr teacher-n1e5 teacher-n1e5-step study-p study-neuron-step
        study-particle-step study-regime study-best-p mixture4 mixture4-sm mixture4-flow
        mixture4-jarzynski mixture4-jarzynski-n1e4 mixture4-flow-decay mixture4-flow-decay001
        mixture4-flow-n4000-decay mixture4-flow-tilted mixture4-jarzynski-ess-decay

@@ -312,3 +312,26 @@ def test_get_dataset_errors(key):
     assert "config.data.name" in str(error.value) and "checkerboard" in str(error.value)
     with pytest.raises(ValueError, match="config.data.dim=3"):
         synthetic.get_dataset(_config("rings", 3), key)
+
+
+@pytest.mark.parametrize("dim", [5, 15])
+def test_langevin_bias_marginal_matches_exact_teacher_samples(dim):
+    """experiments.langevin_bias reads the KL off the (a, b) marginal of p* in the teacher's
+    plane, ∝ exp(−f*) (1 − a² − b²)^{(d−4)/2}. On exact teacher samples its binned KL is
+    pure histogram noise: 2n·KL ≈ χ²_{K−1} over the K bins with mass, so it must stay below
+    the χ² quantile at 1 − 1e-6 (fixed seed). The exponent (d−2)/2 or (d−6)/2 of a wrong
+    marginal must exceed it: the test can tell the formula apart."""
+    from experiments import langevin_bias
+
+    teacher = synthetic.random_teacher(dim, cosine=0.3, seed=1)
+    basis = langevin_bias.plane_basis(teacher.theta)
+    bins, num = 12, 40_000
+    samples = np.asarray(synthetic.sample_teacher(jax.random.key(3), teacher, num))
+    masses = langevin_bias.teacher_marginal_masses(teacher, basis, bins)
+    bound = stats.chi2.ppf(1 - 1e-6, np.count_nonzero(masses > 1e-5) - 1) / (2 * num)
+    assert langevin_bias.binned_kl(masses, samples, basis) < bound
+    centres = -1.0 + (np.arange(bins) + 0.5) * 2.0 / bins
+    one_minus_r2 = np.clip(1.0 - centres[:, None]**2 - centres[None, :]**2, 0.05, None)
+    for power in (1, -1):  # exponent (d−2)/2, (d−6)/2, at bin centres
+        wrong = masses * one_minus_r2**power
+        assert langevin_bias.binned_kl(wrong / wrong.sum(), samples, basis) > bound
