@@ -9,8 +9,10 @@ prints, per seed, the training set's mode fractions (the data set of seed s is t
 every run and grid member with seed s trains on: `get_dataset(config, split(key(s))[0])`)
 and their largest distance to the true weights; then, for each finished grid, every
 member's learned masses (`mode_mass_k` of results.csv at its last evaluation) against
-both. The runs written since `train_mode_weight_k` joined the evaluator carry the same
-numbers in their metrics; this reads grids that predate it.
+both. Members whose results carry `train_mode_weight_k` (every run since that metric
+joined the evaluator) are compared with those, their own training set whatever the grid
+overrode (data.num_train included); older grids are compared with the training sets that
+--config builds.
 """
 
 from __future__ import annotations
@@ -37,16 +39,28 @@ def train_fractions(config, seed: int) -> np.ndarray:
     return np.asarray(mode_weights_from_samples(dataset.train, dataset.mixture), np.float64)
 
 
-def last_masses(workdir: Path) -> list[tuple[dict, np.ndarray]]:
-    """(row, (K,) learned masses) of every member of a grid at its last evaluation."""
+def _indexed_columns(row: dict, prefix: str) -> np.ndarray | None:
+    """The values of row[prefix + "0"], row[prefix + "1"], ... as an array; None if absent."""
+    keys = sorted((k for k in row if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                  key=lambda k: int(k[len(prefix):]))
+    if not keys or any(row[k] in ("", None) for k in keys):
+        return None
+    return np.array([float(row[k]) for k in keys])
+
+
+def last_masses(workdir: Path) -> list[tuple[dict, np.ndarray, np.ndarray | None]]:
+    """(row, (K,) learned masses, (K,) training-set fractions or None) of every member of a
+    grid at its last evaluation. The fractions are the evaluator's `train_mode_weight_k`,
+    the member's own training set whatever its config overrides; grids that predate that
+    metric give None."""
     path = workdir / "results.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the grid first")
     with open(path) as f:
         rows = list(csv.DictReader(f))
     last = max(int(r["step"]) for r in rows)
-    keys = sorted(k for k in rows[0] if k.startswith("mode_mass_") and k[10:].isdigit())
-    return [(r, np.array([float(r[k]) for k in keys])) for r in rows if int(r["step"]) == last]
+    return [(r, _indexed_columns(r, "mode_mass_"), _indexed_columns(r, "train_mode_weight_"))
+            for r in rows if int(r["step"]) == last]
 
 
 def main(argv=None) -> int:
@@ -74,15 +88,17 @@ def main(argv=None) -> int:
             return 1
         print(f"\n{workdir} (last evaluation)\n")
         print("| member | seed | learned masses | max error to the true weights "
-              "| max error to the training set's |")
-        print("|---|---|---|---|---|")
-        for row, masses in members:
+              "| max error to the training set's | training set's max distance to the truth |")
+        print("|---|---|---|---|---|---|")
+        for row, masses, train in members:
             seed = int(row["seed"])
-            if seed not in fractions:
-                fractions[seed] = train_fractions(config, seed)
+            if train is None:  # a grid from before train_mode_weight_k: rebuild from --config
+                if seed not in fractions:
+                    fractions[seed] = train_fractions(config, seed)
+                train = fractions[seed]
             print(f"| {row['member']} | {seed} | {' / '.join(f'{m:.3f}' for m in masses)} | "
                   f"{np.abs(masses - truth).max():.4f} | "
-                  f"{np.abs(masses - fractions[seed]).max():.4f} |")
+                  f"{np.abs(masses - train).max():.4f} | {np.abs(train - truth).max():.4f} |")
     return 0
 
 

@@ -470,5 +470,15 @@ def test_mode_weight_floor_reads_a_grid_against_each_seeds_training_set(tmp_path
     truth = np.array([0.1, 0.2, 0.3, 0.4])
     assert float(row[4]) == pytest.approx(np.abs(masses - truth).max(), abs=1e-4)
     assert float(row[5]) == pytest.approx(0.01, abs=1e-4)
+    # A member that logged its own training fractions (a grid with another data.num_train)
+    # is compared with those, not with the training set --config builds.
+    own = np.array([0.12, 0.18, 0.3, 0.4])
+    (grid / "results.csv").write_text(
+        f"{header}," + ",".join(f"train_mode_weight_{k}" for k in range(4)) + "\n0,1,100,"
+        + ",".join(map(str, masses)) + "," + ",".join(map(str, own)) + "\n")
+    assert mode_weight_floor.main(["--config=experiments/mixture4.py", "--seeds=1", str(grid)]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].split("|")
+    assert float(row[5]) == pytest.approx(np.abs(masses - own).max(), abs=1e-4)
+    assert float(row[6]) == pytest.approx(0.02, abs=1e-4)
     assert mode_weight_floor.main(["--config=experiments/mixture4.py", "--seeds=1",
                                    str(tmp_path / "missing")]) == 1
