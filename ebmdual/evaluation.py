@@ -428,11 +428,15 @@ def mode_mass_2d(energy_fn: EnergyFn, params, mixture, box=(-4.0, 4.0),
     return jax.ops.segment_sum(jnp.exp(log_masses), modes, num_segments=mixture.weights.shape[0])
 
 
-def mode_weights_from_samples(samples: jax.Array, mixture) -> jax.Array:
-    """Fraction of samples (n, d) assigned to each of the K modes by
-    `mixture.assign_modes`. Returns (K,)."""
-    modes = mixture.assign_modes(samples)
-    return jnp.mean(jax.nn.one_hot(modes, mixture.weights.shape[0]), axis=0)
+def mode_weights_from_samples(samples: jax.Array, mixture, weights: jax.Array | None = None
+                               ) -> jax.Array:
+    """Fraction of samples (n, d) assigned to each of the K modes by `mixture.assign_modes`,
+    Σ_i w_i 1[mode(x_i) = k] with normalised sample weights w (n,) (None: w_i = 1/n).
+    Returns (K,)."""
+    one_hot = jax.nn.one_hot(mixture.assign_modes(samples), mixture.weights.shape[0])
+    if weights is None:
+        return jnp.mean(one_hot, axis=0)
+    return jnp.asarray(weights, one_hot.dtype) @ one_hot
 
 
 # ----------------------------------------------------------------------------

@@ -188,4 +188,8 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5, *,
     def particle_axes(state):
         return jax.tree.map(lambda _: True, state)
 
-    return Sampler(init=init, step=step, particle_axes=particle_axes, restart=restart)
+    def weights(state):
+        return jax.nn.softmax(state["log_weight"])
+
+    return Sampler(init=init, step=step, particle_axes=particle_axes, restart=restart,
+                   weights=weights)

@@ -105,7 +105,9 @@ class Sampler(NamedTuple):
     (Jarzynski log-weights); None: the state does not depend on where particles are.
     transition: one transition, same signature as `step`, with `step` = `num_steps`
     calls of it on the keys split(key, num_steps) (see the module docstring); None:
-    the sampler only runs as a whole `step`."""
+    the sampler only runs as a whole `step`. weights(state) -> (N,) the particles'
+    normalised weights after the last step (what its SamplerInfo.weights gave the
+    objective), for evaluation; None: the particles are unweighted."""
 
     init: Callable
     step: Callable
@@ -113,6 +115,7 @@ class Sampler(NamedTuple):
     restart: Callable | None = None
     transition: Callable | None = None
     num_steps: int = 1
+    weights: Callable | None = None
 
 
 # ----------------------------------------------------------------------------- pytree particles

@@ -220,9 +220,11 @@ def image_metrics(config, dataset, model, params, particles, reference: ImageRef
 
 
 def make_evaluator(config, dataset, energy_fn):
-    """evaluate(params, particles, temperature) -> {metric name: float}.
+    """evaluate(params, particles, temperature, particle_weights=None) -> {metric name: float}.
 
-    particles: host array (N, d), or None when the objective trained without a sampler."""
+    particles: host array (N, d), or None when the objective trained without a sampler.
+    particle_weights: (N,) normalised weights of a weighted sampler (`Trainer.particle_weights`),
+    or None; with a mixture they add the weighted fractions weighted_particle_mode_weight_k."""
     dim = dataset.train.shape[-1]
     grid = config.eval.grid_size
     model = temperature_scaled(energy_fn)
@@ -231,7 +233,7 @@ def make_evaluator(config, dataset, energy_fn):
     train_fractions = (evaluation.mode_weights_from_samples(dataset.train, dataset.mixture)
                        if dataset.mixture is not None else None)
 
-    def evaluate(params, particles, temperature: float) -> dict:
+    def evaluate(params, particles, temperature: float, particle_weights=None) -> dict:
         params = (params, temperature)
         out = {}
         if dataset.manifold == "image":
@@ -284,6 +286,11 @@ def make_evaluator(config, dataset, energy_fn):
         if dataset.mixture is not None and particles is not None:
             weights = evaluation.mode_weights_from_samples(particles, dataset.mixture)
             out.update({f"particle_mode_weight_{k}": w for k, w in enumerate(np.asarray(weights))})
+            if particle_weights is not None:
+                weighted = evaluation.mode_weights_from_samples(particles, dataset.mixture,
+                                                                particle_weights)
+                out.update({f"weighted_particle_mode_weight_{k}": w
+                            for k, w in enumerate(np.asarray(weighted))})
         return {k: float(v) for k, v in out.items()}
 
     return evaluate

@@ -622,14 +622,15 @@ def host_copy(tree):
     return jax.tree.map(fetch, tree)
 
 
-def evaluate_on_host(evaluate, state) -> dict:
-    """Evaluate a TrainState: every process gathers the particles, process 0 evaluates
-    (the others return {})."""
+def evaluate_on_host(evaluate, state, particle_weights=lambda sampler_state: None) -> dict:
+    """Evaluate a TrainState: every process gathers the particles (and the sampler state),
+    process 0 evaluates (the others return {}). particle_weights: `Trainer.particle_weights`."""
     params, particles = host_copy(state.params), host_copy(state.particles)
+    sampler_state = host_copy(state.sampler_state)
     temperature = float(host_copy(state.hparams["temperature"]))
     if jax.process_index() != 0:
         return {}
-    return evaluate(params, particles, temperature)
+    return evaluate(params, particles, temperature, particle_weights(sampler_state))
 
 
 # ----------------------------------------------------------------------------- run
@@ -715,7 +716,8 @@ def start_or_resume(checkpoints, trainer, init_state, evaluate, log, workdir, co
     if restored is None:
         position = Position(init_state(), 0, 1.0, 0)
         log.truncate(-1)
-        log.write({"kind": "eval", "step": 0, **evaluate_on_host(evaluate, position.state)})
+        log.write({"kind": "eval", "step": 0, **evaluate_on_host(evaluate, position.state,
+                                                                 trainer.particle_weights)})
         save_checkpoint(checkpoints, position, config)
         return position
     log.truncate(restored.step)
@@ -923,7 +925,8 @@ def _loop(config, workdir, progress, resume_hint, dataset, trainer, feed, evalua
                     rows = [chunk_means(metrics, step)]
                     if step % train_cfg.eval_every == 0 or step >= num_steps:
                         rows.append({"kind": "eval", "step": step,
-                                     **evaluate_on_host(evaluate, state)})
+                                     **evaluate_on_host(evaluate, state,
+                                                        trainer.particle_weights)})
                     for row in rows:
                         log.write(row)
                         latest.update(row)

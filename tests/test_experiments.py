@@ -482,3 +482,33 @@ def test_mode_weight_floor_reads_a_grid_against_each_seeds_training_set(tmp_path
     assert float(row[6]) == pytest.approx(0.02, abs=1e-4)
     assert mode_weight_floor.main(["--config=experiments/mixture4.py", "--seeds=1",
                                    str(tmp_path / "missing")]) == 1
+
+
+def test_jarzynski_runs_log_the_weighted_walker_fractions(tmp_path):
+    """Evaluations of a weighted sampler add weighted_particle_mode_weight_k: the walkers'
+    mode fractions under the weights softmax(A) the objective used, recomputed here from
+    the final checkpoint. Without resampling the weights spread, so they differ from the
+    unweighted fractions. A replay buffer leaves the weights of undrawn walkers stale:
+    then the metric is absent."""
+    from ebmdual.data import get_dataset
+
+    config = tiny(mixture4_jarzynski.get_config(), num_steps=20)
+    config.sampler.ess_threshold = 0.0  # never resample: the weights keep their spread
+    summary = run(config, tmp_path / "run")
+    assert summary["steps"] == 20
+    final = [json.loads(line) for line in read_lines(tmp_path / "run")][-1]
+    weighted = np.array([final[f"weighted_particle_mode_weight_{k}"] for k in range(4)])
+    unweighted = np.array([final[f"particle_mode_weight_{k}"] for k in range(4)])
+    _, state = final_state(tmp_path / "run", config)
+    log_weight = state["sampler_state"]["log_weight"].astype(np.float64)
+    weights = np.exp(log_weight - log_weight.max())
+    mixture = get_dataset(config, jax.random.split(jax.random.key(config.seed))[0]).mixture
+    modes = np.asarray(mixture.assign_modes(jax.numpy.asarray(state["particles"])))
+    expected = np.bincount(modes, weights=weights / weights.sum(), minlength=4)
+    np.testing.assert_allclose(weighted, expected, atol=1e-5)
+    assert np.abs(weighted - unweighted).max() > 1e-3
+
+    config.sampler.particles_per_step = 64
+    run(config, tmp_path / "buffered")
+    final = [json.loads(line) for line in read_lines(tmp_path / "buffered")][-1]
+    assert "particle_mode_weight_0" in final and "weighted_particle_mode_weight_0" not in final
