@@ -38,6 +38,7 @@ declare -A GRIDS=(
   [mixture4-jarzynski-n4e4-decay001]="--config=experiments/mixture4_jarzynski.py --config.sampler.num_particles=40000 --config.optim.lr_decay=0.01 --config.sampler.ess_threshold=0.9 --seeds=5"
   # n = 16000 training points: a quarter of the binomial error of n = 4000 in the data's own mode fractions
   [mixture4-n16000]="--config=experiments/mixture4.py --config.data.num_train=16000 --sweep=train.restart_prob=0 --seeds=5"
+  [mixture4-jarzynski-weighted]="--config=experiments/mixture4_jarzynski.py --config.optim.lr_decay=0.1 --config.sampler.ess_threshold=0.9 --seeds=5"
   [mixture4-jarzynski-n16000]="--config=experiments/mixture4_jarzynski.py --config.data.num_train=16000 --config.sampler.num_particles=40000 --config.optim.lr_decay=0.01 --config.sampler.ess_threshold=0.9 --seeds=5"
 )
 ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps teacher teacher-lr teacher-n1e5 teacher-n1e5-step study-p study-neuron-step
@@ -45,7 +46,7 @@ ORDER=(sphere3d-lr sphere3d sphere3d-monomodal sphere3d-monomodal-half-steps tea
        mixture4-jarzynski mixture4-jarzynski-n1e4 mixture4-flow-decay mixture4-flow-decay001
        mixture4-flow-n4000-decay mixture4-flow-tilted mixture4-jarzynski-ess-decay
        mixture4-jarzynski-n1e4-decay mixture4-jarzynski-n4e4-decay mixture4-jarzynski-n4e4-decay001
-       mixture4-n16000 mixture4-jarzynski-n16000)
+       mixture4-n16000 mixture4-jarzynski-n16000 mixture4-jarzynski-weighted)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -n "${GRIDS[$name]:-}" ]] || { echo "unknown grid $name; one of: ${ORDER[*]}" >&2; exit 2; }
   echo "=== $name"
