@@ -16,8 +16,9 @@ the laws equals the KL between their (a, b) marginals. The marginal of p* is
 projected to two coordinates, times exp(−f*)); its mass in each of B × B bins is summed on
 a finer midpoint grid. π_h's bin masses come from `num_walkers` chains started at exact
 teacher samples and moved for Langevin time `time` by `samplers.projected_langevin`
-(T = 1), with ½ added to every count. The binned KL is a lower bound on the KL (data
-processing); the same estimator on the exact starting samples gives its noise floor.
+(T = 1), with ½ added to every count. The KL between the binned laws is a lower bound
+on the KL (data processing); the histogram's sampling noise adds to the estimate, and the
+same estimator on the exact starting samples measures that noise floor.
 
 Also printed: the mean teacher energy under π_h against p* (the exact samples), ± its
 standard error, the first-order signature of the bias.
