@@ -156,10 +156,10 @@ class Trainer(NamedTuple):
       `init` takes when streamed.
     energy_fn(params, x) -> scalar. mesh: the device mesh. abstract_state: the state's
     ShapeDtypeStructs with their shardings (for restoring checkpoints).
-    particle_weights(sampler_state) -> (N,) normalised particle weights, or None when the
-      particles are unweighted (a sampler without `weights`) or when a replay buffer
-      (particles_per_step < N) leaves the weights of the particles not drawn stale. Works
-      on host copies and on one grid member's slice.
+    particle_weights(sampler_state) -> (N,) normalised particle weights (on host copies, and
+      on one grid member's slice); None instead of the function when the particles are
+      unweighted (a sampler without `weights`) or when a replay buffer (particles_per_step
+      < N) leaves the weights of the particles not drawn stale.
     """
 
     init: Callable
@@ -170,7 +170,7 @@ class Trainer(NamedTuple):
     energy_fn: Callable
     mesh: jax.sharding.Mesh
     abstract_state: TrainState
-    particle_weights: Callable = lambda sampler_state: None
+    particle_weights: Callable | None = None
 
 
 # ----------------------------------------------------------------------------- restart
@@ -760,10 +760,11 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
 
 
 def _particle_weights(sampler: Sampler | None, num_particles: int,
-                      particles_per_step: int | None) -> Callable:
-    """Trainer.particle_weights: the sampler's weights, when they are current for every particle."""
+                      particles_per_step: int | None) -> Callable | None:
+    """Trainer.particle_weights: the sampler's weights, when they are current for every
+    particle; None otherwise."""
     buffered = particles_per_step is not None and particles_per_step < num_particles
     if sampler is None or sampler.weights is None or buffered:
-        return lambda sampler_state: None
+        return None
     return lambda sampler_state: np.asarray(sampler.weights(sampler_state))
 

@@ -215,12 +215,13 @@ def run_vmapped(config, members: list[Member], workdir: Path, progress: bool = T
 
     def evaluate_members(state, step, active):
         params, particles = harness.host_copy(state.params), harness.host_copy(state.particles)
-        sampler_state = harness.host_copy(state.sampler_state)
+        weigh = trainer.particle_weights
+        sampler_state = harness.host_copy(state.sampler_state) if weigh is not None else None
         temperature = harness.host_copy(state.hparams["temperature"])
         for m in np.flatnonzero(active):
             metrics = evaluators[members[m].config.seed](
                 member_slice(params, m), member_slice(particles, m), float(temperature[m]),
-                trainer.particle_weights(member_slice(sampler_state, m)))
+                weigh(member_slice(sampler_state, m)) if weigh is not None else None)
             log.write({"kind": "eval", "member": int(m), "step": step, **metrics})
 
     evaluate = harness.TimedEvaluator(evaluate_members)

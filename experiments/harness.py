@@ -622,15 +622,17 @@ def host_copy(tree):
     return jax.tree.map(fetch, tree)
 
 
-def evaluate_on_host(evaluate, state, particle_weights=lambda sampler_state: None) -> dict:
-    """Evaluate a TrainState: every process gathers the particles (and the sampler state),
-    process 0 evaluates (the others return {}). particle_weights: `Trainer.particle_weights`."""
+def evaluate_on_host(evaluate, state, particle_weights=None) -> dict:
+    """Evaluate a TrainState: every process gathers the particles (and, for
+    `particle_weights` = `Trainer.particle_weights` not None, the sampler state), process 0
+    evaluates (the others return {})."""
     params, particles = host_copy(state.params), host_copy(state.particles)
-    sampler_state = host_copy(state.sampler_state)
+    sampler_state = host_copy(state.sampler_state) if particle_weights is not None else None
     temperature = float(host_copy(state.hparams["temperature"]))
     if jax.process_index() != 0:
         return {}
-    return evaluate(params, particles, temperature, particle_weights(sampler_state))
+    weights = particle_weights(sampler_state) if particle_weights is not None else None
+    return evaluate(params, particles, temperature, weights)
 
 
 # ----------------------------------------------------------------------------- run
