@@ -137,6 +137,9 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5, *,
         return {"log_weight": jnp.where(mask, mean_weight, state["log_weight"]),
                 "energy": state["energy"], "fresh": state["fresh"] | mask}
 
+    def weights(state):
+        return jax.nn.softmax(state["log_weight"])
+
     def step(key, params, particles, state, hparams):
         h, temperature = hparams["particle_step_size"], hparams["temperature"]
         resample_key, move_key = jax.random.split(key)
@@ -182,14 +185,10 @@ def jarzynski(energy_fn, num_steps: int = 1, ess_threshold: float = 0.5, *,
         extra = {"ess_fraction": ess_fraction, "resampled": resampled.astype(jnp.float32),
                  "log_weight_std": jnp.std(log_weight)}
         return particles, new_state, SamplerInfo(acceptance_rate=jnp.mean(acceptance),
-                                                 weights=jax.nn.softmax(log_weight),
-                                                 extra=extra)
+                                                 weights=weights(new_state), extra=extra)
 
     def particle_axes(state):
         return jax.tree.map(lambda _: True, state)
-
-    def weights(state):
-        return jax.nn.softmax(state["log_weight"])
 
     return Sampler(init=init, step=step, particle_axes=particle_axes, restart=restart,
                    weights=weights)

@@ -53,9 +53,10 @@ def teacher_marginal_masses(teacher, basis: np.ndarray, bins: int, refine: int =
     centres = -1.0 + (np.arange(num) + 0.5) * 2.0 / num
     a, b = np.meshgrid(centres, centres, indexing="ij")
     radius2 = a**2 + b**2
-    coords = np.asarray(teacher.theta, np.float64) @ basis.T  # (2, 2): ⟨θ_i, u_j⟩
-    pre = a[..., None] * coords[:, 0] + b[..., None] * coords[:, 1]  # ⟨θ_i, x⟩
-    energy = np.mean(np.asarray(teacher.signed_weights, np.float64) * np.maximum(pre, 0.0), -1)
+    # f* depends on x only through ⟨θ_i, x⟩, the same at the plane point a·u₁ + b·u₂
+    plane_points = np.stack([a.ravel(), b.ravel()], axis=1) @ basis
+    energy = np.asarray(jax.vmap(lambda x: teacher_energy(teacher, x))(
+        jnp.asarray(plane_points, jnp.float32)), np.float64).reshape(a.shape)
     inside = radius2 < 1.0
     log_density = np.where(inside, -energy + 0.5 * (dim - 4) * np.log1p(-np.where(
         inside, radius2, 0.0)), -np.inf)
