@@ -2,7 +2,11 @@
 two rewrites of its strided convolutions, against eager PyTorch in the same process.
 
     python -m benchmarks.conv_layers                       (pip install -e '.[bench]' for torch)
-    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce python -m benchmarks.conv_layers
+    XLA_FLAGS=--xla_cpu_use_onednn=true python -m benchmarks.conv_layers
+
+Every JAX row is compiled by `ebmdual.compiler.jit`, as ebmdual's own programs are (XLA's
+convolutions, not YNNPACK's), except the row `ConvEnergy, jax.jit`: the same gradient under
+JAX's default compiler options.
 
 Rows (batch B = 128, float32, median of --repeats timed calls after a warm-up call that
 compiles, each ended by `jax.block_until_ready`; torch on the CPU is synchronous):
@@ -27,7 +31,8 @@ compiles, each ended by `jax.block_until_ready`; torch on the CPU is synchronous
   members one at a time (what `experiments.sweep` does for conv energies on CPU).
 
 XLA_FLAGS is read when JAX starts: run the module once per flag setting to compare (the
-flags in effect are printed). Threads: XLA and torch both use every core of the process
+flags in effect are printed; `ebmdual.compiler.COMPILER_OPTIONS` override them in every
+row but `ConvEnergy, jax.jit`). Threads: XLA and torch both use every core of the process
 (--threads restricts the process's CPU affinity first, as benchmarks.image_step does).
 Results and their reading: docs/performance.md.
 """
@@ -118,6 +123,7 @@ def main(argv=None) -> None:
     import jax.numpy as jnp
     import numpy as np
 
+    from ebmdual.compiler import jit
     from ebmdual.energies import ConvEnergy
 
     cores = len(os.sched_getaffinity(0))
@@ -147,11 +153,11 @@ def main(argv=None) -> None:
         def nchw(x, w):
             return layer(x, w, ("NCHW", "OIHW", "NCHW"))
 
-        fwd = jax.jit(layer)
-        grad = jax.jit(jax.grad(lambda x, w: layer(x, w).sum()))
+        fwd = jit(layer)
+        grad = jit(jax.grad(lambda x, w: layer(x, w).sum()))
         x_c, w_c = jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(w, (3, 2, 0, 1))
-        fwd_c = jax.jit(nchw)
-        grad_c = jax.jit(jax.grad(lambda x, w: nchw(x, w).sum()))
+        fwd_c = jit(nchw)
+        grad_c = jit(jax.grad(lambda x, w: nchw(x, w).sum()))
         row = [median_ms(fwd, x, w, repeats=reps), median_ms(grad, x, w, repeats=reps),
                median_ms(fwd_c, x_c, w_c, repeats=reps), median_ms(grad_c, x_c, w_c, repeats=reps)]
         if torch:
@@ -175,12 +181,13 @@ def main(argv=None) -> None:
     module = ConvEnergy(features=(16, 32, 64, 64))
     images = jax.random.uniform(jax.random.key(1), (args.batch, 28, 28, 1))
     params = module.init(jax.random.key(0), images[0])
-    flax_grad = jax.jit(jax.vmap(jax.grad(lambda xi: module.apply(params, xi))))
+    per_image_grad = jax.vmap(jax.grad(lambda xi: module.apply(params, xi)))
+    flax_grad = jit(per_image_grad)
     reference = np.asarray(flax_grad(images))
     scale = np.abs(reference).max()
-    rows = [("ConvEnergy", flax_grad)]
+    rows = [("ConvEnergy", flax_grad), ("ConvEnergy, jax.jit", jax.jit(per_image_grad))]
     for layer in ("strided", "im2col"):
-        rewritten = jax.jit(jax.grad(
+        rewritten = jit(jax.grad(
             lambda x, layer=layer: rewritten_energy(params, x, layer).sum()))
         error = np.abs(np.asarray(rewritten(images)) - reference).max() / scale
         if error > 1e-5:
@@ -211,8 +218,8 @@ def main(argv=None) -> None:
         jax.random.split(jax.random.key(2), members))
     grid_images = jax.random.uniform(jax.random.key(3), (members, per_member, 28, 28, 1))
     member_grad = jax.vmap(jax.grad(lambda xi, p: module.apply(p, xi)), in_axes=(0, None))
-    vmapped = jax.jit(jax.vmap(member_grad))
-    one = jax.jit(member_grad)
+    vmapped = jit(jax.vmap(member_grad))
+    one = jit(member_grad)
     first = jax.tree.map(lambda leaf: leaf[0], stacked)
     grouped = vmapped.lower(grid_images, stacked).as_text().count("feature_group_count")
     together = median_ms(vmapped, grid_images, stacked, repeats=reps)

@@ -48,6 +48,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from ebmdual.compiler import jit
 from ebmdual.evaluation import frechet_distance
 
 __all__ = [
@@ -106,7 +107,7 @@ def train_classifier(images, labels, num_classes: int, key: jax.Array, *, num_st
     optimizer = optax.adam(learning_rate)
     opt_state = optimizer.init(params)
 
-    @jax.jit
+    @jit
     def step(params, opt_state, step_index):
         batch = jax.random.randint(jax.random.fold_in(key, step_index), (batch_size,), 0,
                                    images.shape[0])
@@ -127,7 +128,7 @@ def train_classifier(images, labels, num_classes: int, key: jax.Array, *, num_st
     return params
 
 
-@jax.jit
+@jit
 def _forward(params, images):
     return _module_for(params).apply(params, images)
 

@@ -26,9 +26,11 @@ Models
   convolutions of stride 2 halving the resolution, then a linear read-out. No
   normalisation layer that couples samples (batch norm would make E(x) depend on
   the other images of the batch); optional spectral normalisation of every layer.
-  Its stride-2 layers are `StridedConv`: nn.Conv's function and parameters computed
-  through space-to-depth, because XLA's CPU backend runs the input gradient of a
-  strided convolution slowly (docs/performance.md, `benchmarks/conv_layers.py`).
+  Its layers compute nn.Conv's function with nn.Conv's parameters in the forms XLA's
+  CPU backend runs fastest (docs/performance.md, `benchmarks/conv_layers.py`): the
+  first, on the image's few channels, as one matrix multiply of patches (`PatchConv`);
+  the stride-2 ones through space-to-depth (`StridedConv`), because the input gradient
+  of a strided convolution is slow.
 """
 
 from __future__ import annotations
@@ -184,13 +186,56 @@ class StridedConv(nn.Module):
         return y[0] if unbatched else y
 
 
+def image_patches(x: jax.Array, kernel_size: int) -> jax.Array:
+    """x (B, H, W, C) zero-padded as a k×k stride-1 'SAME' convolution pads it, then the k²
+    shifted copies side by side: (B, H, W, k²C), channel order (row offset, column
+    offset, c), so that patches @ kernel.reshape(k²C, O) is that convolution (im2col)."""
+    k = kernel_size
+    low = (k - 1) // 2
+    x = jnp.pad(x, ((0, 0), (low, k - 1 - low), (low, k - 1 - low), (0, 0)))
+    h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
+    return jnp.concatenate([x[:, a:a + h, b:b + w] for a in range(k) for b in range(k)],
+                           axis=-1)
+
+
+class PatchConv(nn.Module):
+    """A k×k stride-1 convolution with 'SAME' padding: the function and the parameters
+    (kernel (k, k, C, O), lecun-normal; bias (O,), zeros) of `nn.Conv(features, (k, k))`,
+    computed as one matrix multiply of `image_patches` (im2col):
+
+        y[i, j] = Σ_{a, b < k} W[a, b]ᵀ · x_pad[i + a, j + b] = patches[i, j] · W.reshape(k²C, O).
+
+    Why: for an input with few channels (an image's 1 or 3) XLA's CPU convolution is slow;
+    the matrix multiply takes ∇ₓE of the MNIST ConvEnergy from 24 to 21 ms for 128 images
+    on 2 cores, and of the CelebA one 5 % lower (`benchmarks/conv_layers.py`,
+    docs/performance.md). With many input channels it is slower than the convolution, so
+    ConvEnergy uses it for its first layer only. x: (H, W, C) or (B, H, W, C).
+    """
+
+    features: int
+    kernel_size: int = 3
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        unbatched = x.ndim == 3
+        x = x[None] if unbatched else x
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k, k, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        y = image_patches(x, k) @ kernel.reshape(k * k * channels, self.features) + bias
+        return y[0] if unbatched else y
+
+
 class ConvEnergy(nn.Module):
     """E(x) for one image x (H, W, C): a swish CNN with a scalar linear output.
 
-    features = (c_0, c_1, …, c_L): a 3×3 convolution to c_0 channels at full resolution,
-    then for each c_l (l ≥ 1) a 4×4 convolution of stride 2 to c_l channels ('SAME'
-    padding: 28 → 14 → 7 → 4; `StridedConv`, named Conv_l as nn.Conv would be), swish
-    after each, then Dense(1) on the flattened map.
+    features = (c_0, c_1, …, c_L): a 3×3 convolution to c_0 channels at full resolution
+    (`PatchConv`, named Conv_0), then for each c_l (l ≥ 1) a 4×4 convolution of stride 2
+    to c_l channels ('SAME' padding: 28 → 14 → 7 → 4; `StridedConv`, named Conv_l as
+    nn.Conv would be), swish after each, then Dense(1) on the flattened map. The
+    parameters are those of the same network written with nn.Conv.
     spectral_norm: wrap every layer in `flax.linen.SpectralNorm` with
     `power_iterations` steps of power iteration per call, started from the stored
     random vector (never updated: E stays a pure function of its parameters, and the
@@ -208,7 +253,7 @@ class ConvEnergy(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.swish(self._layer(nn.Conv(self.features[0], (3, 3)), x))
+        h = nn.swish(self._layer(PatchConv(self.features[0], 3, name="Conv_0"), x))
         for i, width in enumerate(self.features[1:], start=1):
             h = nn.swish(self._layer(StridedConv(width, 4, name=f"Conv_{i}"), h))
         return self._layer(nn.Dense(1), jnp.ravel(h))[0]

@@ -89,6 +89,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc.mala import MALAState
 
+from ebmdual.compiler import jit
 from ebmdual.data.synthetic import sample_sphere
 
 EnergyFn = Callable[[Any, jax.Array], jax.Array]
@@ -150,7 +151,7 @@ def _map_points(fn: Callable, x: jax.Array, chunk_size: int) -> jax.Array:
     return values
 
 
-@functools.partial(jax.jit, static_argnames=("energy_fn", "chunk_size"))
+@functools.partial(jit, static_argnames=("energy_fn", "chunk_size"))
 def batched_energies(energy_fn: EnergyFn, params, x: jax.Array, *,
                      chunk_size: int = CHUNK_SIZE) -> jax.Array:
     """E(x_i) for each row, jitted, chunk_size points at a time. x (n, d) -> (n,)."""
@@ -179,7 +180,7 @@ def _log_mean_exp_estimate(log_terms: jax.Array) -> Estimate:
 # Quadrature
 # ----------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames="num")
+@functools.partial(jit, static_argnames="num")
 def sphere_grid_s2(num: int = 100) -> Quadrature:
     """Midpoint grid of num × num (ϑ, φ) nodes on S² for the uniform probability measure.
 
@@ -206,7 +207,7 @@ def box_grid_2d(box=(-4.0, 4.0), num: int = 200) -> Quadrature:
     return _box_grid_2d(tuple(float(b) for b in box), num)
 
 
-@functools.partial(jax.jit, static_argnames=("box", "num"))
+@functools.partial(jit, static_argnames=("box", "num"))
 def _box_grid_2d(box, num):
     axis = _box_axis(box, num)
     x, y = jnp.meshgrid(axis, axis, indexing="xy")
@@ -215,7 +216,7 @@ def _box_grid_2d(box, num):
     return Quadrature(points, jnp.full((num * num,), cell_area))
 
 
-@functools.partial(jax.jit, static_argnames="energy_fn")
+@functools.partial(jit, static_argnames="energy_fn")
 def quadrature_log_masses(energy_fn: EnergyFn, params, quadrature: Quadrature):
     """Normalised log masses log q_j = log w_j − E(x_j) − log Z, and log Z.
 
@@ -267,7 +268,7 @@ def nll_s2(energy_fn: EnergyFn, params, test_data: jax.Array, num: int = 100) ->
 # Monte Carlo
 # ----------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("energy_fn", "target_energy_fn", "chunk_size"))
+@functools.partial(jit, static_argnames=("energy_fn", "target_energy_fn", "chunk_size"))
 def energy_differences(energy_fn: EnergyFn, params, target_energy_fn: EnergyFn, target_params,
                        samples: jax.Array, *, chunk_size: int = CHUNK_SIZE) -> jax.Array:
     """Δ_i = E_θ(x_i) − E*(x_i). samples (n, d) -> (n,)."""
@@ -286,7 +287,7 @@ def kl_importance_sampling(energy_fn: EnergyFn, params, target_energy_fn: Energy
     return Estimate(jnp.mean(diffs) + log_ratio, _mean_estimate(diffs + ratios).stderr)
 
 
-@functools.partial(jax.jit, static_argnames=("energy_fns", "dim", "num", "chunk_size"))
+@functools.partial(jit, static_argnames=("energy_fns", "dim", "num", "chunk_size"))
 def _uniform_energies(energy_fns: tuple, params: tuple, key: jax.Array, dim: int, num: int,
                       chunk_size: int) -> tuple:
     """The energies of each (energy_fns[k], params[k]) at the same num points uniform on
@@ -359,8 +360,8 @@ def log_partition_importance(energy_fn: EnergyFn, params, target_energy_fn: Ener
                     jnp.sqrt(target_log_partition.stderr**2 + log_ratio.stderr**2))
 
 
-@functools.partial(jax.jit, static_argnames=("energy_fn", "target_energy_fn", "tangential",
-                                             "chunk_size"))
+@functools.partial(jit, static_argnames=("energy_fn", "target_energy_fn", "tangential",
+                                         "chunk_size"))
 def _squared_score_differences(energy_fn, params, target_energy_fn, target_params, samples,
                                tangential, chunk_size):
     """‖∇E_θ(x_i) − ∇E*(x_i)‖², the difference projected on the tangent space of the
@@ -701,7 +702,7 @@ def ais_log_partition(energy_fn: EnergyFn, params, key: jax.Array, *, example: j
         num_warmup=num_warmup, num_tuning_chains=num_tuning_chains or num_chains)
 
 
-@functools.partial(jax.jit, static_argnames=(
+@functools.partial(jit, static_argnames=(
     "energy_fn", "num_chains", "num_repeats", "mala_steps", "box", "adaptation", "num_warmup",
     "num_tuning_chains"))
 def _ais_log_partition(energy_fn, params, key, example, schedule, step_size, base_std, *,

@@ -67,6 +67,7 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from ebmdual import losses
+from ebmdual.compiler import jit
 from ebmdual.energies import as_energy, project_to_sphere
 from ebmdual.optim import (effective_learning_rates, injected_hyperparams, learning_rates,
                            set_hyperparams)
@@ -506,13 +507,15 @@ def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int
         raise ValueError("sampler_loop='host' needs a sampler with a one-transition form "
                          "(`Sampler.transition`: ula, mala, hmc); use sampler_loop='scan'")
     vmap = jax.vmap if members else (lambda f, **kw: f)
-    take = (lambda keys, k: keys[:, k]) if members else (lambda keys, k: keys[k])
 
     def start(state, data, t):
+        # The K transition keys come back as K arrays, not one (K,) array: indexing it
+        # from Python would run an eager program per transition, which XLA CPU executes
+        # on the calling thread once the transition before it is done, stalling dispatch.
         source = jax.tree.map(lambda leaf: leaf[t], data) if streamed else data
         batch, step_key = step_batch(state, source, streamed, batch_size, preprocess)
         moving = parts.begin(state, batch, step_key)
-        return batch, moving, jax.random.split(moving.sample_key, sampler.num_steps)
+        return batch, moving, tuple(jax.random.split(moving.sample_key, sampler.num_steps))
 
     def finish(state, batch, moving, particles, sampler_state, acceptances, last):
         info = last._replace(acceptance_rate=jnp.mean(jnp.stack(acceptances), axis=0))
@@ -525,22 +528,22 @@ def make_host_train_loop(parts: StepParts, sampler: Sampler, steps_per_call: int
             return function
         return lambda *args: jax.block_until_ready(function(*args))
 
-    start_jit = dispatch(jax.jit(vmap(start, in_axes=(0, 0, None))))
-    move_jit = dispatch(jax.jit(vmap(sampler.transition)))
-    finish_jit = dispatch(jax.jit(vmap(finish), donate_argnums=0,
-                                  out_shardings=None if state_sharding is None else
-                                  (state_sharding, NamedSharding(mesh, P()))))
+    start_jit = dispatch(jit(vmap(start, in_axes=(0, 0, None))))
+    move_jit = dispatch(jit(vmap(sampler.transition)))
+    finish_jit = dispatch(jit(vmap(finish), donate_argnums=0,
+                              out_shardings=None if state_sharding is None else
+                              (state_sharding, NamedSharding(mesh, P()))))
 
     def train_loop(state, data):
         lead = 1 if members else 0
         num = jax.tree.leaves(data)[0].shape[lead] if streamed else steps_per_call
         metrics = []
         for t in range(num):
-            batch, moving, keys = start_jit(state, data, jnp.int32(t))
+            batch, moving, keys = start_jit(state, data, np.int32(t))
             particles, sampler_state, acceptances, info = (moving.particles,
                                                            moving.sampler_state, [], None)
             for k in range(sampler.num_steps):
-                particles, sampler_state, info = move_jit(take(keys, k), state.params,
+                particles, sampler_state, info = move_jit(keys[k], state.params,
                                                           particles, sampler_state,
                                                           state.hparams)
                 acceptances.append(info.acceptance_rate)
@@ -729,8 +732,8 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
     batch_sh = jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh, lead), example)
     loop_sh = (jax.tree.map(lambda _: leading_axis_sharding(num_rows, mesh, lead + 1), example)
                if streamed else batch_sh)
-    jitted_init = jax.jit(lambda key_data, batch: init(jax.random.wrap_key_data(key_data), batch),
-                          in_shardings=(replicated, batch_sh), out_shardings=shardings)
+    jitted_init = jit(lambda key_data, batch: init(jax.random.wrap_key_data(key_data), batch),
+                      in_shardings=(replicated, batch_sh), out_shardings=shardings)
 
     def init_from_key(key, batch):
         # Raw key data is a host value every process can pass to a multi-process jit.
@@ -741,8 +744,8 @@ def make_trainer(energy, objective, optimizer: optax.GradientTransformation, *,
             parts, sampler, steps_per_call, streamed=streamed, batch_size=batch_size,
             preprocess=preprocess, members=members, mesh=mesh, state_sharding=shardings)
     else:
-        train_loop = jax.jit(loop, in_shardings=(shardings, loop_sh),
-                             out_shardings=(shardings, replicated), donate_argnums=0)
+        train_loop = jit(loop, in_shardings=(shardings, loop_sh),
+                         out_shardings=(shardings, replicated), donate_argnums=0)
 
     return Trainer(
         init=init_from_key,

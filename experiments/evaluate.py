@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from ebmdual import classifier as image_classifier
 from ebmdual import evaluation
+from ebmdual.compiler import jit
 from ebmdual.data import images as image_data
 
 
@@ -228,7 +229,7 @@ def make_evaluator(config, dataset, energy_fn):
     dim = dataset.train.shape[-1]
     grid = config.eval.grid_size
     model = temperature_scaled(energy_fn)
-    scaled_energies = jax.jit(lambda params, x: evaluation.batched_energies(model, params, x))
+    scaled_energies = jit(lambda params, x: evaluation.batched_energies(model, params, x))
     image_cache = []  # image runs: the ImageReference, prepared at the first evaluation
     train_fractions = (evaluation.mode_weights_from_samples(dataset.train, dataset.mixture)
                        if dataset.mixture is not None else None)

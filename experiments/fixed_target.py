@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ebmdual.compiler import jit
 from ebmdual.flow_mcmc import flow_mcmc
 from ebmdual.flows import coupling_flow
 from ebmdual.samplers import mala
@@ -54,7 +55,7 @@ def run(sampler, start, steps, fractions, seed=0):
     hparams = {"particle_step_size": jnp.float32(0.01), "temperature": jnp.float32(1.0)}
     key = jax.random.key(seed)
     state = sampler.init(key, None, start)
-    step = jax.jit(lambda k, x, s: sampler.step(k, None, x, s, hparams))
+    step = jit(lambda k, x, s: sampler.step(k, None, x, s, hparams))
     x, history = start, [fractions(start)]
     for t in range(steps):
         x, state, info = step(jax.random.fold_in(key, t), x, state)

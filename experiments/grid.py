@@ -43,6 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ebmdual.checkpoint import Checkpointer
+from ebmdual.compiler import jit
 from ebmdual.data import get_dataset, stream
 from ebmdual.train import with_hyperparams
 from experiments import harness, plots
@@ -120,7 +121,7 @@ def make_grid_step(train_loop, max_energy_gap: float):
         return kept, metrics, ok
 
     if not hasattr(train_loop, "lower"):  # the host loop: a Python function
-        jitted_freeze = jax.jit(freeze, donate_argnums=(0, 1))
+        jitted_freeze = jit(freeze, donate_argnums=(0, 1))
 
         def host_grid_step(state, data, active):
             new, metrics = train_loop(jax.tree.map(jnp.copy, state), data)
@@ -132,7 +133,7 @@ def make_grid_step(train_loop, max_energy_gap: float):
         new, metrics = train_loop(state, data)
         return freeze(new, state, metrics, active)
 
-    return jax.jit(grid_step, donate_argnums=0)
+    return jit(grid_step, donate_argnums=0)
 
 
 def member_slice(tree, m: int):

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from ebmdual.compiler import jit
 from ebmdual.data.synthetic import make_teacher, sample_teacher, teacher_energy
 from ebmdual.samplers import projected_langevin
 
@@ -79,7 +80,7 @@ def run_chains(teacher, start: jax.Array, step_size: float, num_steps: int, key)
     """`num_steps` projected ULA steps at T = 1 on f*, from `start` (n, d)."""
     sampler = projected_langevin(teacher_energy, num_steps=CHUNK_STEPS)
     hparams = {"particle_step_size": jnp.float32(step_size), "temperature": jnp.float32(1.0)}
-    step = jax.jit(lambda k, x: sampler.step(k, teacher, x, (), hparams)[0])
+    step = jit(lambda k, x: sampler.step(k, teacher, x, (), hparams)[0])
     particles = start
     for chunk_key in tqdm(jax.random.split(key, -(-num_steps // CHUNK_STEPS)),
                           desc=f"h={step_size}", leave=False):

@@ -191,6 +191,34 @@ def test_strided_conv_is_flax_strided_conv(shape):
         energies.StridedConv(5, 3).init(jax.random.key(0), x)
 
 
+@pytest.mark.parametrize("shape,kernel_size", [((28, 28, 1), 3), ((32, 32, 3), 3),
+                                               ((7, 9, 2), 3), ((8, 8, 3), 4), ((5, 6, 1), 5)])
+def test_patch_conv_is_flax_conv(shape, kernel_size):
+    """PatchConv (im2col: shifted copies side by side, one matrix multiply) has nn.Conv's
+    parameters (same names, shapes and initial values) and computes the same function and
+    input gradient, to float32 rounding, for odd and even kernels ('SAME' padding
+    asymmetric) and non-square images, batched and unbatched."""
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.key(1), (3, *shape))
+    ours = energies.PatchConv(5, kernel_size)
+    flax_conv = nn.Conv(5, (kernel_size, kernel_size))
+    params = ours.init(jax.random.key(0), x)
+    reference = flax_conv.init(jax.random.key(0), x)
+    assert jax.tree.all(jax.tree.map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
+                                     params, reference))
+    params = jax.tree.map(lambda p: p + 0.1, params)   # a nonzero bias takes part too
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.apply(params, x[0]), flax_conv.apply(params, x[0]),
+                               rtol=1e-5, atol=1e-5)
+
+    def input_grad(module):
+        return jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(params, x))))(x)
+
+    np.testing.assert_allclose(input_grad(ours), input_grad(flax_conv), rtol=1e-5, atol=1e-5)
+
+
 def test_as_energy_passes_pairs_and_rejects_others(key):
     """(init, energy_fn) pairs and Energy values pass through; anything else raises.
     (Modules: test_shallow_init_unit_rows_and_initial_weight.)"""

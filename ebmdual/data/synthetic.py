@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebmdual.compiler import jit
 from ebmdual.energies import project_to_sphere, shallow_energy
 
 # The d = 15 teacher of the published runs ("old teacher", docs/tasks.md, d = 15), before
@@ -220,13 +221,13 @@ def energy_lower_bound(teacher: Teacher, max_enumerated: int = 16) -> float:
     return -best
 
 
-@functools.partial(jax.jit, static_argnames=("n", "dim"))
+@functools.partial(jit, static_argnames=("n", "dim"))
 def sample_sphere(key: jax.Array, n: int, dim: int) -> jax.Array:
     """n points uniform on S^{dim−1} (normalised Gaussians). (n, dim) float32."""
     return project_to_sphere(jax.random.normal(key, (n, dim), jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames="batch_size")
+@functools.partial(jit, static_argnames="batch_size")
 def _rejection_batch(key, teacher, lower_bound, batch_size):
     """Uniform proposals and their accept mask, P(accept | x) = exp(−(f(x) − f_lo))."""
     key_x, key_u = jax.random.split(key)
@@ -292,7 +293,7 @@ class GaussianMixture(NamedTuple):
         return _sample_mixture(self, key, n)
 
 
-@jax.jit
+@jit
 def _component_log_probs(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
     d = mixture.means.shape[-1]
     sq_dist = jnp.sum((x[..., None, :] - mixture.means) ** 2, axis=-1)
@@ -302,17 +303,17 @@ def _component_log_probs(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
     return log_weights + log_normal
 
 
-@jax.jit
+@jit
 def _log_prob(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(_component_log_probs(mixture, x), axis=-1)
 
 
-@jax.jit
+@jit
 def _assign_modes(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
     return jnp.argmax(_component_log_probs(mixture, x), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames="n")
+@functools.partial(jit, static_argnames="n")
 def _sample_mixture(mixture: GaussianMixture, key: jax.Array, n: int) -> jax.Array:
     key_c, key_z = jax.random.split(key)
     components = jax.random.choice(key_c, len(mixture.weights), (n,),
@@ -393,7 +394,7 @@ def eight_gaussians(weights=None, radius: float = 2.0, std: float = 0.2) -> Gaus
 # Other 2-D toys
 # ----------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames="n")
+@functools.partial(jit, static_argnames="n")
 def sample_rings(key: jax.Array, n: int, radii=(1.0, 2.0, 3.0),
                  noise_std: float = 0.1) -> jax.Array:
     """Concentric circles, equal mass per ring, uniform angle, radius r_k + noise_std·ξ. (n, 2)."""
@@ -405,7 +406,7 @@ def sample_rings(key: jax.Array, n: int, radii=(1.0, 2.0, 3.0),
     return radius[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames="n")
+@functools.partial(jit, static_argnames="n")
 def sample_checkerboard(key: jax.Array, n: int) -> jax.Array:
     """Uniform on the black squares of a 4×4 board of unit squares covering [−2, 2]².
 
