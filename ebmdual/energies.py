@@ -127,6 +127,52 @@ class MLPEnergy(nn.Module):
         return out + 0.5 * jnp.sum(x * x, axis=-1) / self.base_std ** 2
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _valid_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def valid_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """y = x ⋆ W, a stride-1 'VALID' convolution: x (B, H, W, C), kernel (k, k, C, O) ->
+    (B, H−k+1, W−k+1, O), y[n, i, j] = Σ_{a, b} W[a, b]ᵀ x[n, i + a, j + b],
+    whose derivatives are convolutions in the same layout (NHWC input, HWIO kernel):
+
+        ∂x = pad(g, k−1) ⋆ flip(W)ᵀ          (flip of both spatial axes, C ↔ O swapped)
+        ∂W[a, b, c, o] = Σ_{n,i,j} x[n, i+a, j+b, c] g[n, i, j, o]
+                       = (xᵀ ⋆ gᵀ) with x's batch and channel axes swapped, g as the kernel.
+
+    Why: XLA's CPU backend runs a convolution fast (Eigen) only in that layout. JAX's own
+    derivative rules emit the input gradient with the kernel's feature axes swapped and
+    the kernel gradient with batch and feature swapped, which XLA rewrites into the layout
+    (its convolution-canonicalization pass) only in a program's top-level computation:
+    inside a lax.scan or fori_loop body they stay, and XLA CPU emits them as naive loops,
+    10–100× slower (docs/performance.md, `benchmarks/conv_layers.py`). Here the transposes
+    are explicit, so the derivatives are fast in and out of loops: the scanned train step
+    and the AIS chains run at the speed of separately called steps. Forward-over-reverse
+    derivatives (jax.linearize of ∇ₓE) differentiate through these rules as usual.
+    """
+    return _valid_conv(x, kernel)
+
+
+def _valid_conv_forward(x, kernel):
+    return _valid_conv(x, kernel), (x, kernel)
+
+
+def _valid_conv_backward(residuals, g):
+    x, kernel = residuals
+    k = kernel.shape[0]
+    padded = jnp.pad(g, ((0, 0), (k - 1, k - 1), (k - 1, k - 1), (0, 0)))
+    dx = _valid_conv(padded, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+    dkernel = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3)).transpose(1, 2, 0, 3)
+    return dx, dkernel
+
+
+valid_conv.defvjp(_valid_conv_forward, _valid_conv_backward)
+
+
 def space_to_depth(x: jax.Array, kernel_size: int) -> jax.Array:
     """x (B, H, W, C) zero-padded as a k×k stride-2 'SAME' convolution pads it, then
     rearranged to (B, ⌈H'/2⌉, ⌈W'/2⌉, 4C), channel order (row parity, column parity, c).
@@ -155,7 +201,8 @@ class StridedConv(nn.Module):
     `nn.Conv(features, (k, k), strides=(2, 2))`, k even.
 
     Computed as `space_to_depth` (after the 'SAME' zero padding) and a (k/2)×(k/2)
-    stride-1 'VALID' convolution with the kernel rearranged by `depth_kernel`:
+    stride-1 'VALID' convolution (`valid_conv`) with the kernel rearranged by
+    `depth_kernel`:
 
         y[i, j] = Σ_{a, b < k} W[a, b] · x_pad[2i + a, 2j + b]
                 = Σ_{a', b' < k/2} W'[a', b'] · s2d(x_pad)[i + a', j + b'].
@@ -180,9 +227,7 @@ class StridedConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (k, k, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        y = jax.lax.conv_general_dilated(space_to_depth(x, k), depth_kernel(kernel), (1, 1),
-                                         "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        y = y + bias
+        y = valid_conv(space_to_depth(x, k), depth_kernel(kernel)) + bias
         return y[0] if unbatched else y
 
 

@@ -219,6 +219,61 @@ def test_patch_conv_is_flax_conv(shape, kernel_size):
     np.testing.assert_allclose(input_grad(ours), input_grad(flax_conv), rtol=1e-5, atol=1e-5)
 
 
+def test_valid_conv_derivatives_are_lax_conv_derivatives():
+    """valid_conv's own VJP gives lax.conv_general_dilated's value, input and kernel
+    gradients, and its second derivative (forward-over-reverse, as the score-matching
+    losses take it), to float32 rounding, on a non-square input."""
+    x = jax.random.normal(jax.random.key(0), (3, 7, 6, 4))
+    kernel = jax.random.normal(jax.random.key(1), (2, 2, 4, 5))
+
+    def lax_conv(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        return lambda x, kernel: jnp.sum(jnp.sin(conv(x, kernel)))
+
+    np.testing.assert_allclose(energies.valid_conv(x, kernel), lax_conv(x, kernel),
+                               rtol=1e-5, atol=1e-5)
+    for ours, reference in zip(jax.grad(loss(energies.valid_conv), (0, 1))(x, kernel),
+                               jax.grad(loss(lax_conv), (0, 1))(x, kernel)):
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+    tangent = jax.random.normal(jax.random.key(2), x.shape)
+
+    def hvp(conv):
+        return jax.linearize(lambda y: jax.grad(loss(conv))(y, kernel), x)[1](tangent)
+
+    np.testing.assert_allclose(hvp(energies.valid_conv), hvp(lax_conv), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_energy_gradients_in_a_loop_are_canonical_convolutions():
+    """Inside a fori_loop, every convolution XLA CPU compiles for ∇ₓE and ∇_θE of
+    ConvEnergy is in the layout it runs with Eigen (b01f_01io->b01f): none is left with
+    swapped kernel or batch/feature axes, which XLA CPU would emit as naive loops
+    (energies.valid_conv; docs/performance.md)."""
+    import re
+
+    module = energies.ConvEnergy(features=(4, 8, 8))
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+    params = module.init(jax.random.key(1), x[0])
+
+    def loss(params, x):
+        return jnp.sum(jax.vmap(lambda xi: module.apply(params, xi))(x))
+
+    def body(_, carry):
+        x, acc = carry
+        return (x - 0.01 * jax.grad(loss, 1)(params, x),
+                acc + sum(jnp.sum(g) for g in jax.tree.leaves(jax.grad(loss)(params, x))))
+
+    from ebmdual.compiler import jit
+
+    program = jit(lambda x: jax.lax.fori_loop(0, 3, body, (x, 0.0))).lower(x).compile()
+    labels = re.findall(r"convolution\(.*?dim_labels=(\S+?),", program.as_text())
+    assert len(labels) >= 4, labels   # forward, input and kernel gradients are convolutions
+    assert set(labels) == {"b01f_01io->b01f"}, labels
+
+
 def test_as_energy_passes_pairs_and_rejects_others(key):
     """(init, energy_fn) pairs and Energy values pass through; anything else raises.
     (Modules: test_shallow_init_unit_rows_and_initial_weight.)"""
