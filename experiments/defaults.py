@@ -81,7 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.num_steps = 1            # K sampler steps per train step
     # replay buffer: B of the num_particles move each step (IGEBM, JEM); None: all move
     sampler.particles_per_step = ml_collections.config_dict.placeholder(int)
-    sampler.loop = "auto"            # scan (one compiled loop) | host (K jitted steps from Python) | auto: host on CPU with images
+    sampler.loop = "auto"            # scan (one compiled loop) | host (K jitted steps from Python) | auto: scan
     sampler.clip = False             # ula on images: clip particles to data.data_range after each step
     sampler.grad_clamp = ml_collections.config_dict.placeholder(float)  # ula: per-pixel clamp of ∇E
     sampler.antithetic = True
