@@ -16,16 +16,24 @@ compiles, each ended by `jax.block_until_ready`; torch on the CPU is synchronous
   NCHW/OIHW, forward and forward + ∇ of the summed output w.r.t. the layer's input;
   PyTorch `conv2d` + `silu` forward (no_grad) and forward + `autograd.grad`.
 * the whole network, ∇ₓ Σ E(x):
-  - `ConvEnergy`: `jax.vmap(jax.grad(E))` of the module, as `ebmdual.samplers` does; its
-    stride-2 layers are `energies.StridedConv` (pad → space-to-depth → 2×2 stride-1
-    convolution with the same weights rearranged, so the input gradient is a stride-1
-    convolution, not a dilated one);
+  - `ConvEnergy`: `jax.vmap(jax.grad(E))` of the module, as `ebmdual.samplers` does: its
+    first layer `energies.PatchConv` (im2col: the 9 shifted copies, one matrix multiply),
+    its stride-2 layers `energies.StridedConv` (pad → space-to-depth → 2×2 stride-1
+    `energies.valid_conv` with the same weights rearranged, so the input gradient is a
+    stride-1 convolution, not a dilated one); `ConvEnergy, jax.jit`: the same under JAX's
+    default compiler options (YNNPACK convolutions);
+  - `conv_first`: ConvEnergy with its first layer a plain convolution (nn.Conv's);
+  - `lax`: ConvEnergy with `lax.conv_general_dilated` in place of `valid_conv` (JAX's
+    own derivative rules; the same at top level, see the loop rows);
   - `strided`: the same parameters with the stride-2 layers as plain strided
-    convolutions (`nn.Conv(..., strides=(2, 2))`, what ConvEnergy used before);
+    convolutions (`nn.Conv(..., strides=(2, 2))`, what ConvEnergy used first);
   - `im2col`: every convolution as shifted slices concatenated, then one matrix multiply;
   - PyTorch eager with the same weights.
-  Both alternatives are checked against ConvEnergy's gradient (1e-5 relative) before
+  Every alternative is checked against ConvEnergy's gradient (1e-5 relative) before
   timing.
+* inside a loop: ∇ₓ Σ E and ∇_θ Σ E of ConvEnergy and of `lax`, alone and per step of a
+  `lax.fori_loop` of 10 steps (x moved along −∇ₓE, or scaled, each step), as the scanned
+  train step and AIS run them.
 * a grid: ∇ₓ of --members ConvEnergy members (B/2 images each) vmapped over their stacked
   parameters, as one `experiments.sweep` program would run them, against the same
   members one at a time (what `experiments.sweep` does for conv energies on CPU).
@@ -44,6 +52,7 @@ import os
 import statistics
 import time
 
+LOOP_STEPS = 10
 LAYERS = ((28, 1, 16, 3, 1), (28, 16, 32, 4, 2), (14, 32, 64, 4, 2), (7, 64, 64, 4, 2))
 
 
@@ -90,26 +99,36 @@ def im2col_conv(x, kernel, pad):
 
 
 def rewritten_energy(params, x, layer):
-    """Batched E(x) (B,) of ConvEnergy's parameters with its stride-2 layers computed as
-    layer = 'strided' (`lax.conv_general_dilated` with stride 2, i.e. `nn.Conv`) or
-    'im2col' (space-to-depth, then shifted slices and one matrix multiply)."""
+    """Batched E(x) (B,) of ConvEnergy's parameters, computed other ways:
+    'strided': every layer `lax.conv_general_dilated`, the stride-2 ones with stride 2
+    (i.e. `nn.Conv`, what ConvEnergy was first); 'im2col': space-to-depth, then shifted
+    slices and one matrix multiply for every layer; 'lax': ConvEnergy's own formulation
+    (`PatchConv` first, space-to-depth after) with `lax.conv_general_dilated` in place of
+    `energies.valid_conv`, i.e. JAX's own derivative rules; 'conv_first': ConvEnergy with
+    its first layer a `lax.conv_general_dilated` instead of `PatchConv`."""
     import flax.linen as nn
 
-    from ebmdual.energies import depth_kernel, space_to_depth
+    from ebmdual.energies import depth_kernel, space_to_depth, valid_conv
 
     p = params["params"]
     first = p["Conv_0"]
-    if layer == "im2col":
+    if layer in ("im2col", "lax"):
         h = im2col_conv(x, first["kernel"], (1, 1))
     else:
         h = conv(x, first["kernel"], (1, 1), "SAME")
     h = nn.swish(h + first["bias"])
     for i in range(1, len(LAYERS)):
         weights = p[f"Conv_{i}"]
-        if layer == "im2col":
-            h = im2col_conv(space_to_depth(h, 4), depth_kernel(weights["kernel"]), (0, 0))
-        else:
+        if layer == "strided":
             h = conv(h, weights["kernel"], (2, 2), "SAME")
+        else:
+            h, kernel = space_to_depth(h, 4), depth_kernel(weights["kernel"])
+            if layer == "im2col":
+                h = im2col_conv(h, kernel, (0, 0))
+            elif layer == "lax":
+                h = conv(h, kernel, (1, 1), "VALID")
+            else:
+                h = valid_conv(h, kernel)
         h = nn.swish(h + weights["bias"])
     h = h.reshape(h.shape[0], -1)
     return (h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])[:, 0]
@@ -186,7 +205,7 @@ def main(argv=None) -> None:
     reference = np.asarray(flax_grad(images))
     scale = np.abs(reference).max()
     rows = [("ConvEnergy", flax_grad), ("ConvEnergy, jax.jit", jax.jit(per_image_grad))]
-    for layer in ("strided", "im2col"):
+    for layer in ("conv_first", "lax", "strided", "im2col"):
         rewritten = jit(jax.grad(
             lambda x, layer=layer: rewritten_energy(params, x, layer).sum()))
         error = np.abs(np.asarray(rewritten(images)) - reference).max() / scale
@@ -210,6 +229,38 @@ def main(argv=None) -> None:
     for name, ms in times.items():
         ratio = f"  ({ms / times['torch eager']:.2f}× torch)" if "torch eager" in times else ""
         print(f"{name:>16}: {ms:7.2f}{ratio}")
+
+    # Inside a loop body: XLA CPU rewrites convolutions into the layout its Eigen kernels
+    # take only in a program's top-level computation (docs/performance.md).
+    def convenergy(p, x):
+        return jax.vmap(lambda xi: module.apply(p, xi))(x)
+
+    def lax_energy(p, x):
+        return rewritten_energy(p, x, "lax")
+
+    print(f"\ninside a fori_loop of {LOOP_STEPS} steps, ms per step (the same call alone: "
+          "first column)")
+    print("energy | ∇x alone | ∇x in loop | ∇θ alone | ∇θ in loop")
+    for name, energy_of in (("ConvEnergy (valid_conv)", convenergy),
+                            ("lax (JAX's derivative rules)", lax_energy)):
+        grad_x = jax.grad(lambda x, p: energy_of(p, x).sum())
+        grad_p = jax.grad(lambda p, x: energy_of(p, x).sum())
+
+        def x_loop(x, grad_x=grad_x):
+            return jax.lax.fori_loop(0, LOOP_STEPS, lambda _, y: y - 1e-3 * grad_x(y, params), x)
+
+        def p_loop(x, grad_p=grad_p):
+            def body(_, carry):
+                y, total = carry
+                grads = grad_p(params, y)
+                return y * 0.999, total + sum(jnp.sum(g) for g in jax.tree.leaves(grads))
+            return jax.lax.fori_loop(0, LOOP_STEPS, body, (x, 0.0))[1]
+
+        cells = [median_ms(jit(lambda x, g=grad_x: g(x, params)), images, repeats=reps),
+                 median_ms(jit(x_loop), images, repeats=max(3, reps // 5)) / LOOP_STEPS,
+                 median_ms(jit(lambda x, g=grad_p: g(params, x)), images, repeats=reps),
+                 median_ms(jit(p_loop), images, repeats=max(3, reps // 5)) / LOOP_STEPS]
+        print(" | ".join([name] + [f"{v:.2f}" for v in cells]))
 
     # A grid of M members vmapped over their parameters: each convolution gets per-member
     # kernels, which XLA lowers to one grouped convolution (feature_group_count = M).
