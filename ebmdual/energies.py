@@ -138,21 +138,24 @@ def _valid_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def valid_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """y = x ⋆ W, a stride-1 'VALID' convolution: x (B, H, W, C), kernel (k, k, C, O) ->
     (B, H−k+1, W−k+1, O), y[n, i, j] = Σ_{a, b} W[a, b]ᵀ x[n, i + a, j + b],
-    whose derivatives are convolutions in the same layout (NHWC input, HWIO kernel):
+    whose input gradient is a convolution in the same layout (NHWC input, HWIO kernel)
+    and whose kernel gradient is matrix multiplies:
 
         ∂x = pad(g, k−1) ⋆ flip(W)ᵀ          (flip of both spatial axes, C ↔ O swapped)
-        ∂W[a, b, c, o] = Σ_{n,i,j} x[n, i+a, j+b, c] g[n, i, j, o]
-                       = (xᵀ ⋆ gᵀ) with x's batch and channel axes swapped, g as the kernel.
+        ∂W[a, b] = Σ_{n,i,j} x[n, i+a, j+b] g[n, i, j]ᵀ   (k² matrix multiplies, one per tap)
 
     Why: XLA's CPU backend runs a convolution fast (Eigen) only in that layout. JAX's own
     derivative rules emit the input gradient with the kernel's feature axes swapped and
     the kernel gradient with batch and feature swapped, which XLA rewrites into the layout
     (its convolution-canonicalization pass) only in a program's top-level computation:
     inside a lax.scan or fori_loop body they stay, and XLA CPU emits them as naive loops,
-    10–100× slower (docs/performance.md, `benchmarks/conv_layers.py`). Here the transposes
-    are explicit, so the derivatives are fast in and out of loops: the scanned train step
-    and the AIS chains run at the speed of separately called steps. Forward-over-reverse
-    derivatives (jax.linearize of ∇ₓE) differentiate through these rules as usual.
+    10–100× slower (docs/performance.md, `benchmarks/conv_layers.py`). Here the transpose
+    is explicit and the kernel gradient a sum of per-tap products (faster than the same
+    gradient as a convolution with batch and channels swapped, which under the vmap over
+    samples becomes a grouped convolution), so the derivatives are fast in loops: the
+    scanned train step and the AIS chains run at the speed of separately called steps.
+    Forward-over-reverse derivatives (jax.linearize of ∇ₓE) differentiate through these
+    rules as usual.
     """
     return _valid_conv(x, kernel)
 
@@ -166,7 +169,10 @@ def _valid_conv_backward(residuals, g):
     k = kernel.shape[0]
     padded = jnp.pad(g, ((0, 0), (k - 1, k - 1), (k - 1, k - 1), (0, 0)))
     dx = _valid_conv(padded, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
-    dkernel = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3)).transpose(1, 2, 0, 3)
+    rows, cols = g.shape[1:3]
+    dkernel = jnp.stack([jnp.stack([
+        jnp.einsum("nijc,nijo->co", x[:, a:a + rows, b:b + cols], g) for b in range(k)])
+        for a in range(k)])
     return dx, dkernel
 
 
