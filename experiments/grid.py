@@ -581,7 +581,7 @@ def _run_locked(config, sweeps, members, keys, workdir, grid_file, description, 
         groups = len(members)
         print(f"{len(members)} members as {groups} compiled programs, one after another "
               "(--programs=per_member, the default for convolutional energies on CPU, which "
-              "run 3–4× slower vmapped over members: docs/performance.md)")
+              "run about 2.3× slower vmapped over members: docs/performance.md)")
         run = run_programs(members, fixed, workdir, progress, resume_hint)
     elif fixed:
         groups = len(program_groups(members, fixed))

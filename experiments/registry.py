@@ -198,7 +198,7 @@ def members_share_program(config) -> bool:
     """Whether `experiments.sweep` runs a grid's members as one vmapped program (True) or
     as one program per member, one after another (False: convolutional energies on the
     CPU backend, where vmapping over members turns each convolution into a grouped one
-    with per-member kernels, 3.9× slower than the members one by one; docs/performance.md)."""
+    with per-member kernels, 2.3× slower than the members one by one; docs/performance.md)."""
     conv_on_cpu = config.model.name in IMAGE_ENERGIES and jax.default_backend() == "cpu"
     return not conv_on_cpu
 
