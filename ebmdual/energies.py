@@ -254,7 +254,8 @@ class PatchConv(nn.Module):
     (kernel (k, k, C, O), lecun-normal; bias (O,), zeros) of `nn.Conv(features, (k, k))`,
     computed as one matrix multiply of `image_patches` (im2col):
 
-        y[i, j] = Σ_{a, b < k} W[a, b]ᵀ · x_pad[i + a, j + b] = patches[i, j] · W.reshape(k²C, O).
+        y[i, j] = Σ_{a, b < k} W[a, b]ᵀ · x_pad[i + a, j + b]
+                = patches[i, j] · W.reshape(k²C, O).
 
     Why: for an input with few channels (an image's 1 or 3) XLA's CPU convolution is slow;
     the matrix multiply takes ∇ₓE of the MNIST ConvEnergy from 24 to 21 ms for 128 images
