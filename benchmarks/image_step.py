@@ -22,6 +22,8 @@ Rows (each the median of timed calls after one warm-up call that compiles):
    with --compile=1 (the default; 0 skips it) the same step through `torch.compile`
    (∇E by torch.func.grad, so forward and backward are one graph; its first call
    compiles, about 20 s on 2 cores, less when inductor's on-disk cache already holds it).
+   Under it, the step's noise alone: `samplers.gaussian_noise` (threefry normals) against
+   `torch.randn_like`.
 3. A full train step (K = 60): ebmdual `make_trainer(..., streamed=True, batch_size=B,
    preprocess=uint8 → float32 / 255 on the device, particles_per_step=B)` with
    `sampler_loop='host'` (K jitted transitions dispatched from Python) and with
@@ -209,9 +211,11 @@ def jax_micro(energy, params, images, args) -> dict:
                                          state["x"], (), hparams)
         jax.block_until_ready(state["x"])
 
+    noise = jit(lambda k: samplers.gaussian_noise(k, x, False))
     return {"grad": time_calls(lambda: jax.block_until_ready(grad(params, x)),
                                args.micro_repeats),
-            "step": time_calls(step, args.micro_repeats)}
+            "step": time_calls(step, args.micro_repeats),
+            "noise": time_calls(lambda: jax.block_until_ready(noise(key)), args.micro_repeats)}
 
 
 def jax_train_calls(energy, chunk, args) -> tuple[dict, dict]:
@@ -305,7 +309,8 @@ def torch_micro(params, images, args, compile_step: bool) -> dict:
                                         args.grad_clamp or None)
 
     return {"grad": time_calls(lambda: peer.energy_gradient(net, x), args.micro_repeats),
-            "step": time_calls(step, args.micro_repeats)}
+            "step": time_calls(step, args.micro_repeats),
+            "noise": time_calls(lambda: torch.randn_like(x), args.micro_repeats)}
 
 
 def torch_train_call(params, chunk, images, args, compile_step: bool):
@@ -390,10 +395,10 @@ def main(argv=None):
     results = {}  # row key -> (ms, first s)
     print("timing ∇E and one Langevin step ...", flush=True)
     jm = jax_micro(energy, params, micro_images, args)
-    results["grad ebmdual"], results["step ebmdual"] = jm["grad"], jm["step"]
+    results.update({f"{row} ebmdual": jm[row] for row in ("grad", "step", "noise")})
     if use_torch:
         tm = torch_micro(params, micro_images, args, compile_step=False)
-        results["grad torch"], results["step torch"] = tm["grad"], tm["step"]
+        results.update({f"{row} torch": tm[row] for row in ("grad", "step", "noise")})
 
     print(f"timing train steps ({args.repeats} interleaved calls of S = {args.train_steps} "
           "steps after a warm-up each) ...", flush=True)
@@ -434,6 +439,13 @@ def main(argv=None):
             ms, first = results[key]
             rows.append(("2. one Langevin step" if key == "step ebmdual" else "", label,
                          f"{ms:.1f}", f"{ms:.1f}", ratio(ms, "step torch"), f"{first:.1f}"))
+    ms, first = results["noise ebmdual"]
+    rows.append((f"   its noise, {args.batch} × {int(np.prod(IMAGE_SHAPE))} normals",
+                 "ebmdual jit(gaussian_noise)", f"{ms:.2f}", "", ratio(ms, "noise torch"),
+                 f"{first:.1f}"))
+    if "noise torch" in results:
+        ms, first = results["noise torch"]
+        rows.append(("", "PyTorch randn_like", f"{ms:.2f}", "", "1.00", f"{first:.1f}"))
     labels = {"ebmdual host": "ebmdual sampler_loop='host'",
               "ebmdual scan": "ebmdual sampler_loop='scan'",
               "torch eager": "PyTorch eager", "torch compiled": "PyTorch, torch.compile'd step"}
