@@ -127,6 +127,21 @@ class MLPEnergy(nn.Module):
         return out + 0.5 * jnp.sum(x * x, axis=-1) / self.base_std ** 2
 
 
+def conv_parameters(module: nn.Module, kernel_size: int, channels: int):
+    """nn.Conv's parameters, declared in `module` (inside its compact __call__): kernel
+    (k, k, C, module.features), lecun-normal, and bias (module.features,), zeros."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(),
+                          (kernel_size, kernel_size, channels, module.features))
+    bias = module.param("bias", nn.initializers.zeros_init(), (module.features,))
+    return kernel, bias
+
+
+def on_batch(apply: Callable, x: jax.Array) -> jax.Array:
+    """apply(batch (B, H, W, C)) on x of shape (H, W, C) or (B, H, W, C), the output batched
+    as x is."""
+    return apply(x[None])[0] if x.ndim == 3 else apply(x)
+
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -227,14 +242,9 @@ class StridedConv(nn.Module):
         k = self.kernel_size
         if k % 2:
             raise ValueError(f"StridedConv needs an even kernel size, got {k}")
-        unbatched = x.ndim == 3
-        x = x[None] if unbatched else x
-        channels = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (k, k, channels, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        y = valid_conv(space_to_depth(x, k), depth_kernel(kernel)) + bias
-        return y[0] if unbatched else y
+        kernel, bias = conv_parameters(self, k, x.shape[-1])
+        return on_batch(lambda b: valid_conv(space_to_depth(b, k), depth_kernel(kernel)) + bias,
+                        x)
 
 
 def image_patches(x: jax.Array, kernel_size: int) -> jax.Array:
@@ -270,15 +280,10 @@ class PatchConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        unbatched = x.ndim == 3
-        x = x[None] if unbatched else x
-        channels = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (k, k, channels, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        y = image_patches(x, k) @ kernel.reshape(k * k * channels, self.features) + bias
-        return y[0] if unbatched else y
+        k, channels = self.kernel_size, x.shape[-1]
+        kernel, bias = conv_parameters(self, k, channels)
+        matrix = kernel.reshape(k * k * channels, self.features)
+        return on_batch(lambda b: image_patches(b, k) @ matrix + bias, x)
 
 
 class ConvEnergy(nn.Module):

@@ -165,19 +165,15 @@ def test_conv_energy_is_per_image_and_shapes_follow_the_strides(key, spectral_no
     assert dense["kernel"].shape == (4 * 4 * 8, 1)
 
 
-@pytest.mark.parametrize("shape", [(28, 28, 1), (14, 14, 16), (7, 7, 8), (32, 32, 3), (7, 9, 2)])
-def test_strided_conv_is_flax_strided_conv(shape):
-    """StridedConv (space-to-depth, then a stride-1 convolution) has nn.Conv's parameters
-    (same names, shapes and initial values) and computes the same function and input
-    gradient, to float32 rounding, for even and odd sizes."""
-    import flax.linen as nn
-
-    x = jax.random.normal(jax.random.key(1), (3, *shape))
-    ours, flax_conv = energies.StridedConv(5, 4), nn.Conv(5, (4, 4), strides=(2, 2))
+def assert_computes_flax_conv(ours, flax_conv, x):
+    """`ours` has `flax_conv`'s parameters (same names, shapes and initial values) and, with
+    every parameter shifted by 0.1 (so a nonzero bias takes part), computes the same
+    function, batched and unbatched, and the same input gradient, to float32 rounding."""
     params = ours.init(jax.random.key(0), x)
     reference = flax_conv.init(jax.random.key(0), x)
     assert jax.tree.all(jax.tree.map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
                                      params, reference))
+    params = jax.tree.map(lambda p: p + 0.1, params)
     np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x),
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours.apply(params, x[0]), flax_conv.apply(params, x[0]),
@@ -187,6 +183,16 @@ def test_strided_conv_is_flax_strided_conv(shape):
         return jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(params, x))))(x)
 
     np.testing.assert_allclose(input_grad(ours), input_grad(flax_conv), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (14, 14, 16), (7, 7, 8), (32, 32, 3), (7, 9, 2)])
+def test_strided_conv_is_flax_strided_conv(shape):
+    """StridedConv (space-to-depth, then a stride-1 convolution) is nn.Conv with stride 2
+    (assert_computes_flax_conv) for even and odd sizes, and refuses odd kernels."""
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.key(1), (3, *shape))
+    assert_computes_flax_conv(energies.StridedConv(5, 4), nn.Conv(5, (4, 4), strides=(2, 2)), x)
     with pytest.raises(ValueError, match="even kernel size"):
         energies.StridedConv(5, 3).init(jax.random.key(0), x)
 
@@ -194,29 +200,14 @@ def test_strided_conv_is_flax_strided_conv(shape):
 @pytest.mark.parametrize("shape,kernel_size", [((28, 28, 1), 3), ((32, 32, 3), 3),
                                                ((7, 9, 2), 3), ((8, 8, 3), 4), ((5, 6, 1), 5)])
 def test_patch_conv_is_flax_conv(shape, kernel_size):
-    """PatchConv (im2col: shifted copies side by side, one matrix multiply) has nn.Conv's
-    parameters (same names, shapes and initial values) and computes the same function and
-    input gradient, to float32 rounding, for odd and even kernels ('SAME' padding
-    asymmetric) and non-square images, batched and unbatched."""
+    """PatchConv (im2col: shifted copies side by side, one matrix multiply) is nn.Conv
+    (assert_computes_flax_conv) for odd and even kernels ('SAME' padding asymmetric) and
+    non-square images."""
     import flax.linen as nn
 
     x = jax.random.normal(jax.random.key(1), (3, *shape))
-    ours = energies.PatchConv(5, kernel_size)
-    flax_conv = nn.Conv(5, (kernel_size, kernel_size))
-    params = ours.init(jax.random.key(0), x)
-    reference = flax_conv.init(jax.random.key(0), x)
-    assert jax.tree.all(jax.tree.map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
-                                     params, reference))
-    params = jax.tree.map(lambda p: p + 0.1, params)   # a nonzero bias takes part too
-    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x),
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ours.apply(params, x[0]), flax_conv.apply(params, x[0]),
-                               rtol=1e-5, atol=1e-5)
-
-    def input_grad(module):
-        return jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(params, x))))(x)
-
-    np.testing.assert_allclose(input_grad(ours), input_grad(flax_conv), rtol=1e-5, atol=1e-5)
+    assert_computes_flax_conv(energies.PatchConv(5, kernel_size),
+                              nn.Conv(5, (kernel_size, kernel_size)), x)
 
 
 def test_valid_conv_derivatives_are_lax_conv_derivatives():
