@@ -24,6 +24,10 @@ Rows (each the median of timed calls after one warm-up call that compiles):
    compiles, about 20 s on 2 cores, less when inductor's on-disk cache already holds it).
    Under it, the step's noise alone: `samplers.gaussian_noise` (threefry normals) against
    `torch.randn_like`.
+2b. K ULA steps on the B images, interleaved rounds: `ula.step`, which draws the normals
+   of `samplers.noise_chunk` steps ahead of the loop that uses them, against the same K
+   transitions with each step's normals drawn inside the loop body (ula's step before
+   that change); the two must give the same floats, or the run stops.
 3. A full train step (K = 60): ebmdual `make_trainer(..., streamed=True, batch_size=B,
    preprocess=uint8 → float32 / 255 on the device, particles_per_step=B)` with
    `sampler_loop='host'` (K jitted transitions dispatched from Python) and with
@@ -51,7 +55,9 @@ noise-free Langevin step (T = 0, through the clip and the clamp), must agree to 
 relative to the largest value, or the run stops before timing.
 
 The last column is ms ÷ PyTorch eager ms of the same row (below 1: faster than eager
-PyTorch). A default run takes about 5 minutes on 2 idle CPU cores; other processes on
+PyTorch). The 'paired ratio' rows divide the two programs' times round by round and take
+the median: on a machine whose load drifts (shared cores), that is steadier than the ratio
+of the two medians. A default run takes about 5 minutes on 2 idle CPU cores; other processes on
 the same cores inflate every row (the load average is printed at the start and end).
 """
 
@@ -159,9 +165,9 @@ def time_calls(call, repeats: int) -> tuple[float, float]:
     return 1e3 * statistics.median(times), first
 
 
-def time_interleaved(calls: dict, repeats: int, per_call: int) -> dict:
-    """{name: (median ms per unit, warm-up s)} for blocking calls timed round by round;
-    each call does `per_call` units of work."""
+def time_interleaved(calls: dict, repeats: int, per_call: int) -> tuple[dict, dict]:
+    """({name: (median ms per unit, warm-up s)}, {name: [ms per unit, one per round]}) for
+    blocking calls timed round by round; each call does `per_call` units of work."""
     first, times = {}, {name: [] for name in calls}
     for name, call in calls.items():
         start = time.perf_counter()
@@ -172,8 +178,14 @@ def time_interleaved(calls: dict, repeats: int, per_call: int) -> dict:
         for name, call in calls.items():
             start = time.perf_counter()
             call()
-            times[name].append((time.perf_counter() - start) / per_call)
-    return {name: (1e3 * statistics.median(times[name]), first[name]) for name in calls}
+            times[name].append(1e3 * (time.perf_counter() - start) / per_call)
+    return {name: (statistics.median(times[name]), first[name]) for name in calls}, times
+
+
+def paired_ratio(times: dict, name: str, peer: str) -> float:
+    """Median over rounds of (ms of `name` ÷ ms of `peer` in the same round): steadier than
+    the ratio of medians when the machine's load drifts between rounds."""
+    return statistics.median(a / b for a, b in zip(times[name], times[peer]))
 
 
 # ----------------------------------------------------------------------------- ebmdual
@@ -216,6 +228,30 @@ def jax_micro(energy, params, images, args) -> dict:
                                args.micro_repeats),
             "step": time_calls(step, args.micro_repeats),
             "noise": time_calls(lambda: jax.block_until_ready(noise(key)), args.micro_repeats)}
+
+
+def jax_chain_calls(energy, params, images, args) -> dict:
+    """Row 2b: {name: blocking call of K ULA steps on the B images}: `ula.step` (normals
+    drawn ahead, `samplers.noise_chunk` steps at a time) and the same K transitions with
+    each step's normals drawn inside the loop body (`samplers.repeat_transition` of
+    `ula.transition`, ula's step before the change). Both give the same floats (checked)."""
+    import jax
+    from ebmdual import samplers
+    from ebmdual.compiler import jit
+
+    sampler = make_sampler(energy.energy_fn, args)
+    hparams = {"particle_step_size": np.float32(args.step_size),
+               "temperature": np.float32(args.temperature)}
+    forms = {"ahead": sampler.step,
+             "in loop": samplers.repeat_transition(sampler.transition, args.steps)}
+    x, key = jax.device_put(images), jax.random.key(args.seed)
+    programs = {name: jit(lambda k, p, x, step=step: step(k, p, x, (), hparams)[0])
+                for name, step in forms.items()}
+    moved = {name: np.asarray(f(key, params, x)) for name, f in programs.items()}
+    if not np.array_equal(moved["ahead"], moved["in loop"]):
+        raise AssertionError("ula.step and its transitions in a loop differ")
+    return {f"chain {name}": (lambda f=f: jax.block_until_ready(f(key, params, x)))
+            for name, f in programs.items()}
 
 
 def jax_train_calls(energy, chunk, args) -> tuple[dict, dict]:
@@ -400,13 +436,18 @@ def main(argv=None):
         tm = torch_micro(params, micro_images, args, compile_step=False)
         results.update({f"{row} torch": tm[row] for row in ("grad", "step", "noise")})
 
+    print(f"timing K = {args.steps} ULA steps, normals drawn ahead and in the loop "
+          f"({args.repeats} interleaved rounds) ...", flush=True)
+    chain, chain_rounds = time_interleaved(jax_chain_calls(energy, params, micro_images, args),
+                                           args.repeats, args.steps)
+
     print(f"timing train steps ({args.repeats} interleaved calls of S = {args.train_steps} "
           "steps after a warm-up each) ...", flush=True)
     calls, train_params = jax_train_calls(energy, chunk, args)
     if use_torch:
         first_params = next(iter(train_params.values()))
         calls["torch eager"] = torch_train_call(first_params, chunk, images_u8, args, False)
-    train = time_interleaved(calls, args.repeats, args.train_steps)
+    train, train_rounds = time_interleaved(calls, args.repeats, args.train_steps)
 
     compile_error = None
     if use_torch and args.compile:
@@ -417,7 +458,7 @@ def main(argv=None):
             call = torch_train_call(next(iter(train_params.values())), chunk, images_u8, args,
                                     True)
             train.update(time_interleaved({"torch compiled": call}, args.repeats,
-                                          args.train_steps))
+                                          args.train_steps)[0])
         except Exception as e:  # noqa: BLE001 (inductor needs a C++ compiler, ...)
             lines = [l for l in str(e).splitlines() if l.strip()]
             compile_error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
@@ -446,6 +487,13 @@ def main(argv=None):
     if "noise torch" in results:
         ms, first = results["noise torch"]
         rows.append(("", "PyTorch randn_like", f"{ms:.2f}", "", "1.00", f"{first:.1f}"))
+    for name, label in (("chain ahead", "ebmdual ula.step (normals drawn ahead)"),
+                        ("chain in loop", "the same, normals drawn in the loop body")):
+        ms, first = chain[name]
+        rows.append((f"2b. K = {args.steps} ULA steps" if name == "chain ahead" else "", label,
+                     f"{ms * args.steps:.0f}", f"{ms:.2f}", "", f"{first:.1f}"))
+    rows.append(("", "paired ratio ahead ÷ in loop", "", "",
+                 f"{paired_ratio(chain_rounds, 'chain ahead', 'chain in loop'):.3f}", ""))
     labels = {"ebmdual host": "ebmdual sampler_loop='host'",
               "ebmdual scan": "ebmdual sampler_loop='scan'",
               "torch eager": "PyTorch eager", "torch compiled": "PyTorch, torch.compile'd step"}
@@ -454,14 +502,21 @@ def main(argv=None):
         rows.append((f"3. train step, K = {args.steps}" if i == 0 else "", labels[name],
                      f"{ms:.0f}", f"{ms / args.steps:.1f}",
                      f"{ms / eager[0]:.2f}" if eager else "", f"{first:.1f}"))
+    if eager:
+        for name in ("ebmdual host", "ebmdual scan"):
+            if name in train_rounds:
+                rows.append(("", f"paired ratio {labels[name].split()[1]} ÷ PyTorch eager", "",
+                             "", f"{paired_ratio(train_rounds, name, 'torch eager'):.3f}", ""))
     print()
     print(markdown_table(("row", "program", "ms", "ms / Langevin step",
                           "× PyTorch eager", "1st call s"), rows))
     print(f"\n{machine}")
     print(f"B = {args.batch}, K = {args.steps}, N = {args.particles}; rows 1-2: median of "
-          f"{args.micro_repeats} calls; row 3: median of {args.repeats} calls of "
+          f"{args.micro_repeats} calls; row 2b: median of {args.repeats} interleaved rounds "
+          f"of K steps; row 3: median of {args.repeats} calls of "
           f"S = {args.train_steps} train steps, per train step; '× PyTorch eager' = ms ÷ "
-          "PyTorch eager ms of the same row; 1st call s: the warm-up call (compilation), "
+          "PyTorch eager ms of the same row; 'paired ratio': the median over rounds of the "
+          "two programs' ratio in the same round; 1st call s: the warm-up call (compilation), "
           f"for row 3 S steps. Load average {load_start:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end on {os.cpu_count()} host CPUs.")
     if use_torch and not args.compile:

@@ -209,12 +209,18 @@ def box_restricted(energy_fn, low: float, high: float):
 
 def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
                   antithetic: bool = False, project: Callable | None = None,
-                  grad_clamp: float | None = None):
+                  grad_clamp: float | None = None, noise=None):
     """One ULA step x ← x − h·g(x) + √(2hT) ξ, then x ← project(x) if given. Pytree -> pytree.
 
     g = ∇E, or clip(∇E, −grad_clamp, grad_clamp) per coordinate when grad_clamp is set.
+    ξ = gaussian_noise(key, particles, antithetic), or `noise` (like
+    `floating_part(particles)`) when given, drawn ahead (key then unused).
     """
-    noise = gaussian_noise(key, particles, antithetic)
+    if noise is None:
+        noise = gaussian_noise(key, particles, antithetic)
+    # materialised before the update in both forms (drawn here or ahead, see `noise_chunk`),
+    # so XLA fuses the same arithmetic and the two give the same floats
+    noise = jax.lax.optimization_barrier(noise)
     drift = energy_gradients(energy_fn, params, particles)
     if grad_clamp is not None:
         drift = jax.tree.map(lambda g: jnp.clip(g, -grad_clamp, grad_clamp), drift)
@@ -255,7 +261,8 @@ def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
     """K = `num_steps` unadjusted Langevin steps on every particle (projected if `project`).
 
     grad_clamp: per-coordinate clamp of ∇E. clip: (low, high), particles clipped to this
-    range after each step (a `project`; not with `project` too).
+    range after each step (a `project`; not with `project` too). `step` draws the
+    normals of `noise_chunk` steps at a time ahead of the loop that uses them.
     """
     if clip is not None:
         if project is not None:
@@ -263,14 +270,52 @@ def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
         low, high = clip
         project = lambda x: jnp.clip(x, low, high)  # noqa: E731
 
-    def transition(key, params, particles, state, hparams):
-        particles = langevin_step(key, energy_fn, params, particles,
-                                  hparams["particle_step_size"], hparams["temperature"],
-                                  antithetic=antithetic, project=project, grad_clamp=grad_clamp)
-        return particles, state, SamplerInfo(acceptance_rate=jnp.ones((), jnp.float32))
+    def move(key, params, particles, hparams, noise=None):
+        return langevin_step(key, energy_fn, params, particles, hparams["particle_step_size"],
+                             hparams["temperature"], antithetic=antithetic, project=project,
+                             grad_clamp=grad_clamp, noise=noise)
 
-    return Sampler(init=_no_state, step=repeat_transition(transition, num_steps),
-                   transition=transition, num_steps=num_steps)
+    def transition(key, params, particles, state, hparams):
+        return move(key, params, particles, hparams), state, _ula_info()
+
+    def step(key, params, particles, state, hparams):
+        chunk = noise_chunk(num_steps, particles)
+
+        def run_chunk(particles, chunk_keys):
+            noises = jax.vmap(lambda k: gaussian_noise(k, particles, antithetic))(chunk_keys)
+            return jax.lax.scan(lambda x, xi: (move(None, params, x, hparams, xi), None),
+                                particles, noises)
+
+        keys = jax.random.split(key, num_steps).reshape(num_steps // chunk, chunk)
+        particles, _ = jax.lax.scan(run_chunk, particles, keys)
+        return particles, state, _ula_info()
+
+    return Sampler(init=_no_state, step=step, transition=transition, num_steps=num_steps)
+
+
+def _ula_info() -> SamplerInfo:
+    return SamplerInfo(acceptance_rate=jnp.ones((), jnp.float32))
+
+
+NOISE_CHUNK_BYTES = 64 * 2 ** 20
+
+
+def noise_chunk(num_steps: int, particles) -> int:
+    """How many steps' noise ULA draws at once: the largest divisor c of `num_steps` with c
+    copies of the particles' floating leaves within NOISE_CHUNK_BYTES (at least 1).
+
+    Why ahead: c·N normals drawn by one vmapped draw before a scan over c steps cost less
+    than one draw per step inside the loop body, where XLA CPU runs threefry's rounds as
+    a small loop of their own (MNIST ConvEnergy, B = 128, K = 60: about 0.7 ms of a 22 ms
+    Langevin step on 2 CPU cores, `python -m benchmarks.image_step`, row 2b;
+    docs/performance.md). The normals are the same floats (threefry is a function of the
+    key and the position, so vmap over keys draws what each key draws alone), and the
+    update sees them materialised in both forms, so `step` equals `num_steps` calls of
+    `transition` exactly (tests/test_samplers.py)."""
+    per_step = sum(leaf.size * leaf.dtype.itemsize
+                   for leaf in jax.tree.leaves(floating_part(particles)))
+    fits = max(1, NOISE_CHUNK_BYTES // max(per_step, 1))
+    return max(c for c in range(1, num_steps + 1) if num_steps % c == 0 and c <= fits)
 
 
 def projected_langevin(energy_fn, num_steps: int = 1, antithetic: bool = False) -> Sampler:

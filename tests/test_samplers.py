@@ -310,3 +310,32 @@ def test_mala_without_target_has_empty_state():
     assert sampler.init(jax.random.key(0), gaussian_params(), jnp.zeros((4, 2))) == ()
     with pytest.raises(ValueError, match="target_acceptance"):
         samplers.mala(gaussian_energy, target_acceptance=1.5)
+
+
+def test_noise_chunk_divides_the_steps_within_its_byte_budget(monkeypatch):
+    particles = jnp.zeros((100, 10), jnp.float32)          # 4000 bytes a step
+    assert samplers.noise_chunk(12, particles) == 12         # 48 kB: within 64 MiB
+    monkeypatch.setattr(samplers, "NOISE_CHUNK_BYTES", 4000 * 5)
+    assert samplers.noise_chunk(12, particles) == 4          # largest divisor of 12 ≤ 5
+    assert samplers.noise_chunk(7, particles) == 1           # 7 is prime
+    labelled = {"x": particles, "y": jnp.zeros((100,), jnp.int32)}
+    assert samplers.noise_chunk(12, labelled) == 4           # labels draw no noise
+
+
+@pytest.mark.parametrize("budget_steps", [None, 2])
+def test_ula_step_equals_its_transitions_with_noise_drawn_ahead(monkeypatch, budget_steps):
+    """`ula.step` draws its normals ahead, `noise_chunk` steps at a time; the K transitions
+    called one by one on split(key, K) must give the same floats (exact comparison)."""
+    particles = jax.random.normal(jax.random.key(1), (64, 2))
+    if budget_steps is not None:        # 6 steps in 3 chunks of 2
+        monkeypatch.setattr(samplers, "NOISE_CHUNK_BYTES", budget_steps * 64 * 2 * 4)
+    sampler = samplers.ula(gaussian_energy, num_steps=6, antithetic=True)
+    hparams = {"particle_step_size": jnp.float32(0.05), "temperature": jnp.float32(0.7)}
+    key = jax.random.key(3)
+    moved, _, info = jax.jit(sampler.step)(key, gaussian_params(), particles, (), hparams)
+    one_by_one = particles
+    for step_key in jax.random.split(key, 6):
+        one_by_one, _, _ = jax.jit(sampler.transition)(step_key, gaussian_params(), one_by_one,
+                                                       (), hparams)
+    np.testing.assert_array_equal(np.asarray(moved), np.asarray(one_by_one))
+    assert float(info.acceptance_rate) == 1.0
