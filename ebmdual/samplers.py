@@ -24,8 +24,8 @@ A sampler is a `Sampler(init, step)` pair of pure functions:
   `step` (K = `Sampler.num_steps` transitions) equals K calls of it with the keys
   `jax.random.split(key, K)`. The trainer's host loop (`ebmdual.train`,
   `sampler_loop='host'`) dispatches those K jitted calls from Python instead of one
-  scanned `step`: on XLA CPU, convolutions run 2-3× slower inside a loop body than in
-  a jitted call of their own (docs/performance.md). ULA, MALA and HMC have one.
+  scanned `step`, for comparison: since `energies.valid_conv` the scan is the faster
+  path on XLA CPU too (docs/performance.md). ULA, MALA and HMC have one.
 * `Sampler.restart(state, mask)`, when given, is called by the train step with the
   (N,) bool mask of the particles it has just restarted, so that per-particle state
   (Jarzynski log-weights) follows the restart.
@@ -306,7 +306,7 @@ def noise_chunk(num_steps: int, particles) -> int:
 
     Why ahead: c·N normals drawn by one vmapped draw before a scan over c steps cost less
     than one draw per step inside the loop body, where XLA CPU runs threefry's rounds as
-    a small loop of their own (MNIST ConvEnergy, B = 128, K = 60: about 0.7 ms of a 22 ms
+    a small loop of their own (MNIST ConvEnergy, B = 128, K = 60: 0.7–2.2 ms of a 22–26 ms
     Langevin step on 2 CPU cores, `python -m benchmarks.image_step`, row 2b;
     docs/performance.md). The normals are the same floats (threefry is a function of the
     key and the position, so vmap over keys draws what each key draws alone), and the
