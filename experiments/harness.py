@@ -585,7 +585,8 @@ def save_plots(dataset, trainer, params, particles, temperature: float, log: Met
     """metrics.png, and samples.png for 2-D, S^2 and image tasks (titled with the run's
     name and swept values; for images: particles beside data, and the histogram of their
     energies against held-out images'). particles: host arrays or None."""
-    title = plots.run_title(config, str(workdir)) if config is not None else None
+    title = (plots.run_title(config, str(workdir), sample_shape=dataset.train.shape[1:])
+             if config is not None else None)
     plots.plot_metrics(log.rows_of("train"), log.rows_of("eval"), str(workdir / "metrics.png"),
                        title=title)
     model = temperature_scaled(trainer.energy_fn)

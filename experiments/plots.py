@@ -236,11 +236,18 @@ def _natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def run_title(config, name: str | None = None, max_name: int = 60) -> str:
+def run_title(config, name: str | None = None, max_name: int = 60,
+              sample_shape: tuple | None = None) -> str:
     """Two lines for the top of a figure: the run's name (e.g. its workdir) and task, then
-    the values that studies sweep (seed, restart probability, h, T, learning rates)."""
+    the values that studies sweep (seed, restart probability, h, T, learning rates).
+    sample_shape: one sample's shape (the data set's), e.g. (28, 28, 1) for MNIST, written
+    as H×W×C; without it the task's dimension is config.data.dim (synthetic tasks)."""
     c = config
-    task = (f"{c.data.name} (d = {c.data.dim}), {c.model.name} energy"
+    if sample_shape is not None and len(sample_shape) > 1:
+        size = "×".join(str(n) for n in sample_shape)
+    else:
+        size = f"d = {sample_shape[0] if sample_shape else c.data.dim}"
+    task = (f"{c.data.name} ({size}), {c.model.name} energy"
             f"{' (lazy)' if c.model.get('regime') == 'lazy' else ''}, {c.train.loss} objective, "
             f"{c.optim.name}")
     uses_sampler = c.train.loss == "ml"

@@ -174,6 +174,15 @@ def test_run_title_names_the_run_and_swept_values():
     assert title.startswith("…") and len(title.split(":")[0]) == 60
 
 
+def test_run_title_gives_images_their_shape():
+    """An image run is titled with its sample shape, not the synthetic tasks' data.dim."""
+    config = base_config()
+    config.data.name = "mnist"
+    assert "mnist (28×28×1)," in plots.run_title(config, sample_shape=(28, 28, 1))
+    assert "(d = 15)" not in plots.run_title(config, sample_shape=(28, 28, 1))
+    assert "mnist (d = 7)," in plots.run_title(config, sample_shape=(7,))
+
+
 # ----------------------------------------------------------------------------- figures
 
 def quadratic(scale, x):
