@@ -92,6 +92,30 @@ class Diverged(RuntimeError):
     """Training diverged (and could not, or was not allowed to, roll back)."""
 
 
+def exit_status(error: BaseException, usage_errors: tuple = ()) -> int | None:
+    """How `experiments.run` and `experiments.sweep` end on `error`: the message printed on
+    one line, and the exit status returned. 2: a bad config, data set, workdir or flag
+    (`usage_errors`, the caller's own kinds), or a write that failed (a full disk);
+    1: training diverged; 0: preempted (a checkpoint was written; the message says how to
+    resume). None for any other error, which the caller re-raises with its traceback."""
+    from ebmdual.data import DatasetError
+    from experiments.validation import ConfigError
+
+    if isinstance(error, (ConfigError, WorkdirError, DatasetError, *usage_errors)):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if isinstance(error, OSError):  # a write the harness did not expect to fail
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    if isinstance(error, Diverged):
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(error, Preempted):
+        print(f"\n{error}")
+        return 0
+    return None
+
+
 class StoredSummary(dict):
     """The summary.json of a run that had finished before: nothing was done this time."""
 

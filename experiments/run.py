@@ -196,10 +196,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     start_processes()
     # Imported here so that --help and flag errors come back before JAX starts.
-    from experiments.harness import (Diverged, Preempted, StoredSummary, WorkdirError,
-                                     train_and_evaluate)
-    from ebmdual.data import DatasetError
-    from experiments.validation import ConfigError
+    from experiments.harness import StoredSummary, exit_status, train_and_evaluate
 
     workdir = Path(_FLAGS.workdir.value or default_workdir(flags.FLAGS["config"].config_filename))
     hint = shlex.join(["python", "-m", "experiments.run", *sys.argv[1:]]
@@ -207,18 +204,11 @@ def main(argv):
     try:
         summary = train_and_evaluate(_FLAGS.config.value, workdir,
                                      overwrite=_FLAGS.overwrite.value, resume_hint=hint)
-    except (ConfigError, WorkdirError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a write the harness did not expect to fail
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
-    except Diverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except Preempted as error:
-        print(f"\n{error}")
-        return 0
+    except Exception as error:  # noqa: BLE001 (exit_status picks the kinds it reports)
+        status = exit_status(error)
+        if status is None:
+            raise
+        return status
     import jax
 
     if jax.process_index() == 0 and not isinstance(summary, StoredSummary):

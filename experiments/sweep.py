@@ -180,10 +180,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     command = shlex.join(["python", "-m", "experiments.sweep", *sys.argv[1:]])
-    from ebmdual.data import DatasetError
     from experiments.grid import run_grid
-    from experiments.harness import Diverged, Preempted, WorkdirError
-    from experiments.validation import ConfigError
+    from experiments.harness import exit_status
 
     config_name = Path(flags.FLAGS["config"].config_filename.partition(":")[0]).stem
     try:
@@ -191,14 +189,11 @@ def main(argv):
         seeds = parse_seeds(_FLAGS.seeds.value)
         print(run_grid(_FLAGS.config.value, sweeps, seeds, Path(_FLAGS.workdir.value), command,
                        title=config_name, programs=_FLAGS.programs.value))
-    except (SweepError, ConfigError, WorkdirError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except Diverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except Preempted as error:
-        print(f"\n{error}")
+    except Exception as error:  # noqa: BLE001 (exit_status picks the kinds it reports)
+        status = exit_status(error, usage_errors=(SweepError,))
+        if status is None:
+            raise
+        return status
     return 0
 
 
