@@ -24,10 +24,11 @@ Rows (each the median of timed calls after one warm-up call that compiles):
    compiles, about 20 s on 2 cores, less when inductor's on-disk cache already holds it).
    Under it, the step's noise alone: `samplers.gaussian_noise` (threefry normals) against
    `torch.randn_like`.
-2b. K ULA steps on the B images, interleaved rounds: `ula.step`, which draws the normals
-   of `samplers.noise_chunk` steps ahead of the loop that uses them, against the same K
-   transitions with each step's normals drawn inside the loop body (ula's step before
-   that change); the two must give the same floats, or the run stops.
+2b. K ULA steps on the B images, interleaved rounds: `ula(noise_ahead=True).step` (the
+   image configs' choice), which draws the normals of `samplers.noise_chunk` steps ahead
+   of the loop that uses them, against the same K transitions with each step's normals
+   drawn inside the loop body (ula's default form); the two must give the same floats,
+   or the run stops.
 3. A full train step (K = 60): ebmdual `make_trainer(..., streamed=True, batch_size=B,
    preprocess=uint8 → float32 / 255 on the device, particles_per_step=B)` with
    `sampler_loop='host'` (K jitted transitions dispatched from Python) and with
@@ -200,7 +201,7 @@ def preprocess(key, batch):
 def make_sampler(energy_fn, args):
     from ebmdual import samplers
     return samplers.ula(energy_fn, num_steps=args.steps, clip=(0.0, 1.0),
-                        grad_clamp=args.grad_clamp or None)
+                        grad_clamp=args.grad_clamp or None, noise_ahead=True)
 
 
 def jax_micro(energy, params, images, args) -> dict:
@@ -231,10 +232,11 @@ def jax_micro(energy, params, images, args) -> dict:
 
 
 def jax_chain_calls(energy, params, images, args) -> dict:
-    """Row 2b: {name: blocking call of K ULA steps on the B images}: `ula.step` (normals
-    drawn ahead, `samplers.noise_chunk` steps at a time) and the same K transitions with
-    each step's normals drawn inside the loop body (`samplers.repeat_transition` of
-    `ula.transition`, ula's step before the change). Both give the same floats (checked)."""
+    """Row 2b: {name: blocking call of K ULA steps on the B images}: `ula.step` with
+    noise_ahead=True (normals drawn ahead, `samplers.noise_chunk` steps at a time) and the
+    same K transitions with each step's normals drawn inside the loop body
+    (`samplers.repeat_transition` of its `transition`, which is ula's default step but for
+    the optimization barrier that makes the two forms give the same floats, checked)."""
     import jax
     from ebmdual import samplers
     from ebmdual.compiler import jit

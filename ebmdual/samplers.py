@@ -209,18 +209,21 @@ def box_restricted(energy_fn, low: float, high: float):
 
 def langevin_step(key, energy_fn, params, particles, step_size, temperature, *,
                   antithetic: bool = False, project: Callable | None = None,
-                  grad_clamp: float | None = None, noise=None):
+                  grad_clamp: float | None = None, noise=None,
+                  materialize_noise: bool = False):
     """One ULA step x ← x − h·g(x) + √(2hT) ξ, then x ← project(x) if given. Pytree -> pytree.
 
     g = ∇E, or clip(∇E, −grad_clamp, grad_clamp) per coordinate when grad_clamp is set.
     ξ = gaussian_noise(key, particles, antithetic), or `noise` (like
     `floating_part(particles)`) when given, drawn ahead (key then unused).
+    materialize_noise: ξ is written out before the update (an optimization barrier), as
+    it is when drawn ahead, so that XLA fuses the same arithmetic in both forms and they
+    give the same floats (`ula(noise_ahead=True)`).
     """
     if noise is None:
         noise = gaussian_noise(key, particles, antithetic)
-    # materialised before the update in both forms (drawn here or ahead, see `noise_chunk`),
-    # so XLA fuses the same arithmetic and the two give the same floats
-    noise = jax.lax.optimization_barrier(noise)
+    if materialize_noise:
+        noise = jax.lax.optimization_barrier(noise)
     drift = energy_gradients(energy_fn, params, particles)
     if grad_clamp is not None:
         drift = jax.tree.map(lambda g: jnp.clip(g, -grad_clamp, grad_clamp), drift)
@@ -257,12 +260,18 @@ def _no_state(key, params, particles):
 
 def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
         project: Callable | None = None, grad_clamp: float | None = None,
-        clip: tuple[float, float] | None = None) -> Sampler:
+        clip: tuple[float, float] | None = None, noise_ahead: bool = False) -> Sampler:
     """K = `num_steps` unadjusted Langevin steps on every particle (projected if `project`).
 
     grad_clamp: per-coordinate clamp of ∇E. clip: (low, high), particles clipped to this
-    range after each step (a `project`; not with `project` too). `step` draws the
-    normals of `noise_chunk` steps at a time ahead of the loop that uses them.
+    range after each step (a `project`; not with `project` too).
+    noise_ahead: `step` draws the normals of `noise_chunk` steps at a time ahead of the
+    loop that uses them, instead of one draw inside each step. The same normals; faster
+    for convolutional energies on images (XLA CPU, see `noise_chunk`), and 1–4 % slower
+    for a small MLP on R^16 (N = 2·10⁴, K = 5, paired rounds), so it is a choice, made by
+    the image configs. Its update reads the normals from memory, which changes float
+    rounding against the default form (persistent chains then drift apart over thousands
+    of steps: docs/performance.md).
     """
     if clip is not None:
         if project is not None:
@@ -273,12 +282,12 @@ def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
     def move(key, params, particles, hparams, noise=None):
         return langevin_step(key, energy_fn, params, particles, hparams["particle_step_size"],
                              hparams["temperature"], antithetic=antithetic, project=project,
-                             grad_clamp=grad_clamp, noise=noise)
+                             grad_clamp=grad_clamp, noise=noise, materialize_noise=noise_ahead)
 
     def transition(key, params, particles, state, hparams):
         return move(key, params, particles, hparams), state, _ula_info()
 
-    def step(key, params, particles, state, hparams):
+    def step_ahead(key, params, particles, state, hparams):
         chunk = noise_chunk(num_steps, particles)
 
         def run_chunk(particles, chunk_keys):
@@ -290,6 +299,7 @@ def ula(energy_fn, num_steps: int = 1, antithetic: bool = False,
         particles, _ = jax.lax.scan(run_chunk, particles, keys)
         return particles, state, _ula_info()
 
+    step = step_ahead if noise_ahead else repeat_transition(transition, num_steps)
     return Sampler(init=_no_state, step=step, transition=transition, num_steps=num_steps)
 
 
@@ -301,7 +311,7 @@ NOISE_CHUNK_BYTES = 64 * 2 ** 20
 
 
 def noise_chunk(num_steps: int, particles) -> int:
-    """How many steps' noise ULA draws at once: the largest divisor c of `num_steps` with c
+    """How many steps' noise `ula(noise_ahead=True)` draws at once: the largest divisor c of `num_steps` with c
     copies of the particles' floating leaves within NOISE_CHUNK_BYTES (at least 1).
 
     Why ahead: c·N normals drawn by one vmapped draw before a scan over c steps cost less

@@ -42,6 +42,7 @@ def get_config(variant: str = ""):
     sampler.num_steps = 40
     sampler.step_size = 1e-4
     sampler.clip = True
+    sampler.noise_ahead = True  # faster on conv energies (ebmdual.samplers.ula)
     sampler.antithetic = False
     train = config.train
     train.num_steps = 20_000

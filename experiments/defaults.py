@@ -84,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     sampler.loop = "auto"            # scan (one compiled loop) | host (K jitted steps from Python) | auto: scan
     sampler.clip = False             # ula on images: clip particles to data.data_range after each step
     sampler.grad_clamp = ml_collections.config_dict.placeholder(float)  # ula: per-pixel clamp of ∇E
+    sampler.noise_ahead = False      # ula: draw the K steps' normals before their loop (image configs)
     sampler.antithetic = True
     sampler.num_integration_steps = 1  # hmc only
     sampler.target_acceptance = ml_collections.config_dict.placeholder(float)  # mala: adapt h to this

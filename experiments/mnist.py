@@ -45,6 +45,7 @@ def get_config(variant: str = ""):
     sampler.step_size = 1e-4
     sampler.temperature = 1.0
     sampler.clip = True
+    sampler.noise_ahead = True  # faster on conv energies (ebmdual.samplers.ula)
     sampler.antithetic = False
     train = config.train
     train.num_steps = 300

@@ -64,7 +64,8 @@ def _ula(config, energy_fn, manifold, particle_shape):
     if manifold == "sphere":
         return samplers.projected_langevin(energy_fn, s.num_steps, s.antithetic)
     clip = tuple(config.data.data_range) if s.clip else None
-    return samplers.ula(energy_fn, s.num_steps, s.antithetic, grad_clamp=s.grad_clamp, clip=clip)
+    return samplers.ula(energy_fn, s.num_steps, s.antithetic, grad_clamp=s.grad_clamp, clip=clip,
+                        noise_ahead=s.noise_ahead)
 
 
 def _mala(config, energy_fn, manifold, particle_shape):

@@ -324,12 +324,13 @@ def test_noise_chunk_divides_the_steps_within_its_byte_budget(monkeypatch):
 
 @pytest.mark.parametrize("budget_steps", [None, 2])
 def test_ula_step_equals_its_transitions_with_noise_drawn_ahead(monkeypatch, budget_steps):
-    """`ula.step` draws its normals ahead, `noise_chunk` steps at a time; the K transitions
-    called one by one on split(key, K) must give the same floats (exact comparison)."""
+    """`ula(noise_ahead=True).step` draws its normals ahead, `noise_chunk` steps at a time;
+    the K transitions called one by one on split(key, K) must give the same floats (exact
+    comparison)."""
     particles = jax.random.normal(jax.random.key(1), (64, 2))
     if budget_steps is not None:        # 6 steps in 3 chunks of 2
         monkeypatch.setattr(samplers, "NOISE_CHUNK_BYTES", budget_steps * 64 * 2 * 4)
-    sampler = samplers.ula(gaussian_energy, num_steps=6, antithetic=True)
+    sampler = samplers.ula(gaussian_energy, num_steps=6, antithetic=True, noise_ahead=True)
     hparams = {"particle_step_size": jnp.float32(0.05), "temperature": jnp.float32(0.7)}
     key = jax.random.key(3)
     moved, _, info = jax.jit(sampler.step)(key, gaussian_params(), particles, (), hparams)
