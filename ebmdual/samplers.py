@@ -311,8 +311,9 @@ NOISE_CHUNK_BYTES = 64 * 2 ** 20
 
 
 def noise_chunk(num_steps: int, particles) -> int:
-    """How many steps' noise `ula(noise_ahead=True)` draws at once: the largest divisor c of `num_steps` with c
-    copies of the particles' floating leaves within NOISE_CHUNK_BYTES (at least 1).
+    """How many steps' noise `ula(noise_ahead=True)` draws at once: the largest divisor c
+    of `num_steps` with c copies of the particles' floating leaves within
+    NOISE_CHUNK_BYTES (at least 1).
 
     Why ahead: c·N normals drawn by one vmapped draw before a scan over c steps cost less
     than one draw per step inside the loop body, where XLA CPU runs threefry's rounds as
